@@ -1,0 +1,73 @@
+"""Command-line flags shared by every command that trains (``shrink train``, ``distill``, ``prune``, ...).
+
+Each flag maps to a dotted recipe key, so a flag overrides the recipe and the recipe fills in the rest.
+
+Usage::
+
+    parser = argparse.ArgumentParser()
+    add_training_flags(parser)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, overrides=recipe_overrides(args))
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from shrink.errors import UserError
+
+# flag dest -> (recipe key, type, help)
+TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
+    "model": ("model.name", str, "zoo name (resnet56, vit-tiny, ...), HF alias (bert-base, tinybert), hub id or directory"),
+    "dataset": ("data.dataset", str, "dataset or GLUE task (sst2, rte, fashion-mnist, cifar10, text-files, ...)"),
+    "data_dir": ("data.data_dir", str, "folder holding the dataset's files"),
+    "text_column": ("data.text_column", str, "text column of CSV/TSV/JSONL files"),
+    "text_pair_column": ("data.text_pair_column", str, "second text column (sentence pairs)"),
+    "label_column": ("data.label_column", str, "label column of CSV/TSV/JSONL files"),
+    "max_length": ("data.max_length", int, "tokens per example (text)"),
+    "max_train_samples": ("data.max_train_samples", int, "use a seeded subset of the training split"),
+    "max_eval_samples": ("data.max_eval_samples", int, "use a seeded subset of the dev split"),
+    "epochs": ("train.epochs", float, "training epochs"),
+    "max_steps": ("train.max_steps", int, "stop after this many optimizer steps"),
+    "batch_size": ("train.batch_size", int, "per-process batch size"),
+    "lr": ("train.lr", float, "peak learning rate (AdamW)"),
+    "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
+    "warmup_ratio": ("train.warmup_ratio", float, "fraction of steps spent warming up"),
+    "schedule": ("train.schedule", str, "learning-rate schedule: linear, cosine or constant"),
+    "grad_accum": ("train.grad_accum", int, "gradient accumulation steps"),
+    "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
+    "mixed_precision": ("train.mixed_precision", str, "no, bf16 or fp16 (GPU)"),
+    "seed": ("train.seed", int, "random seed (data order, init, dropout)"),
+    "checkpoint_every": ("train.checkpoint_every", int, "also checkpoint every N optimizer steps"),
+    "out": ("output_dir", str, "run directory"),
+}
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --recipe, the recipe-override flags, --set, --resume, --overwrite and --no-progress."""
+    parser.add_argument("--recipe", help="recipe name (see `shrink recipes`) or YAML file")
+    for dest, (key, kind, text) in TRAINING_FLAGS.items():
+        flag = "--" + dest.replace("_", "-")
+        aliases = ["--task"] if dest == "dataset" else ["--output-dir"] if dest == "out" else []
+        parser.add_argument(flag, *aliases, dest=dest, type=kind, help=f"{text} [{key}]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe key, e.g. --set train.warmup_ratio=0.1")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted recipe overrides from the parsed flags (unset flags are left out)."""
+    overrides: dict[str, Any] = {key: getattr(args, dest) for dest, (key, _, _) in TRAINING_FLAGS.items()
+                                 if getattr(args, dest, None) is not None}
+    if getattr(args, "no_progress", False):
+        overrides["train.progress"] = False
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=0.001), got '{item}'")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

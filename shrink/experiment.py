@@ -1,0 +1,144 @@
+"""From a validated recipe to data, model and collate function; and ``shrink train`` itself.
+
+Everything that can fail on bad input (unknown model, missing files, a label column that does not
+exist) is done *before* the run directory is created, so a refused command leaves nothing behind.
+
+Usage::
+
+    recipe = load_recipe("recipes/demo.yaml")
+    experiment = prepare_experiment(recipe)
+    metrics = train_and_report(experiment, resume=False, overwrite=False)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shrink.data import TaskData, load_task_data, make_collate
+from shrink.models import create_model, save_model
+from shrink.recipe import Recipe, save_recipe
+from shrink.report import markdown_table, print_table
+from shrink.runs import RunDir, atomic_dir
+from shrink.train import Trainer, TrainResult
+
+# AdamW peak rates that suit each family when the recipe names none.
+LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
+
+
+@dataclass
+class Experiment:
+    """A recipe resolved into objects: the task's data, the model, its tokenizer and the batch collator."""
+
+    recipe: Recipe
+    task: TaskData
+    model: nn.Module
+    tokenizer: Any
+    collate: Callable[[list], dict]
+
+    @property
+    def is_transformer(self) -> bool:
+        """True for Hugging Face models (they carry a ``config``)."""
+        return hasattr(self.model, "config")
+
+    def save(self, model: nn.Module, folder: Path) -> None:
+        """Save ``model`` (with the tokenizer for text models) atomically into ``folder``."""
+        save_model(model, folder, tokenizer=self.tokenizer)
+
+    def dev_loader(self, batch_size: int = 64) -> DataLoader:
+        """The dev split in order, collated."""
+        return DataLoader(self.task.dev, batch_size=batch_size, shuffle=False, collate_fn=self.collate)
+
+
+def load_task(recipe: Recipe) -> TaskData:
+    """The recipe's dataset. Usage: ``load_task(recipe).dev``."""
+    data = recipe.data
+    return load_task_data(
+        data.dataset, data.data_dir, text_column=data.text_column, text_pair_column=data.text_pair_column,
+        label_column=data.label_column, max_train_samples=data.max_train_samples,
+        max_eval_samples=data.max_eval_samples, seed=recipe.train.seed, augment=data.augment,
+    )
+
+
+def prepare_experiment(recipe: Recipe, model_name: str | None = None) -> Experiment:
+    """Load the data and build (or load) the model sized for it. Usage: ``prepare_experiment(recipe)``."""
+    task = load_task(recipe)
+    image = task.image_shape or (3, 32, 32)
+    set_seed(recipe.train.seed)  # the model's random init belongs to the seeded run
+    model, tokenizer = create_model(
+        model_name or recipe.model.name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
+        is_regression=task.is_regression, tokenizer_fallback=task.tokenizer, **recipe.model.args,
+    )
+    collate = make_collate(task, tokenizer, recipe.data.max_length)
+    return Experiment(recipe, task, model, tokenizer, collate)
+
+
+def default_output_dir(recipe: Recipe, command: str) -> str:
+    """``runs/<command>-<model>-<dataset>`` when the recipe names no output directory."""
+    model = Path(recipe.model.name.rstrip("/")).name
+    return str(Path("runs") / f"{command}-{model}-{recipe.data.dataset}".replace(":", "_"))
+
+
+def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> RunDir:
+    """Create (or reopen for ``resume``) the run directory and save the resolved recipe in it."""
+    if recipe.output_dir is None:
+        recipe.output_dir = default_output_dir(recipe, command)
+    run = RunDir.create(recipe.output_dir, resume=resume, overwrite=overwrite)
+    save_recipe(recipe, run / "recipe.yaml")
+    return run
+
+
+def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: Any = None) -> TrainResult:
+    """Train the experiment's model with the core engine (optionally a custom ``step``)."""
+    recipe = experiment.recipe
+    trainer = Trainer(
+        experiment.model, experiment.task.train, experiment.task.dev, collate=experiment.collate,
+        metrics=experiment.task.metrics, config=recipe.train, step=step, is_regression=experiment.task.is_regression,
+        run=run, resume=resume, save_model=experiment.save,
+        lr_default=LR_TRANSFORMER if experiment.is_transformer else LR_CNN,
+    )
+    return trainer.fit()
+
+
+def model_figures(experiment: Experiment, model: nn.Module) -> dict[str, Any]:
+    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of ``model`` on this machine."""
+    from shrink.bench import measure_model
+
+    return measure_model(model, image_shape=experiment.task.image_shape,
+                         seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
+
+
+def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """``shrink train``: train, keep the best model as RUN/model, measure it, print and save the results."""
+    recipe = experiment.recipe
+    run = open_run(recipe, "train", resume, overwrite)
+    result = fit(experiment, run, resume)
+    best_dir = run / "best"
+    final_model = experiment.model
+    if best_dir.is_dir():
+        from shrink.models import load_model
+
+        final_model = load_model(best_dir)
+    with atomic_dir(run / "model") as folder:
+        experiment.save(final_model, folder)
+    figures = model_figures(experiment, final_model)
+    metrics: dict[str, Any] = {
+        "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
+        "primary_metric": experiment.task.metrics[0], "dev": result.best, "best_epoch": result.best_epoch,
+        "final_epoch_dev": result.final, "steps": result.steps,
+        "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
+        **figures, "history": result.history,
+    }
+    summary = {"model": recipe.model.name, "dataset": experiment.task.name,
+               **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
+               "params": figures.get("params"), "MACs": figures.get("macs")}
+    print_table("training history", result.history)
+    print_table(f"shrink train: {run.path}", [summary])
+    report = (f"# shrink train\n\nRun: `{run.path}`\n\n## Result\n\n{markdown_table([summary])}\n"
+              f"## History\n\n{markdown_table(result.history)}")
+    run.finish(metrics, report)
+    return metrics

@@ -1,0 +1,192 @@
+"""Recipes: YAML files loaded with a safe loader into validated, typed configs.
+
+A recipe has one section per concern (``model``, ``data``, ``train``; methods add their own by
+subclassing :class:`Recipe`). Unknown or misspelled keys are errors that name the key and suggest the
+closest valid one; command-line flags override recipe values as dotted keys (``train.lr``).
+
+Usage::
+
+    recipe = load_recipe("recipes/demo.yaml", overrides={"train.epochs": 1})
+    save_recipe(recipe, "runs/demo/recipe.yaml")
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shrink.errors import UserError
+from shrink.runs import atomic_write_text
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are refused, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    """Which model: a zoo name, a Hugging Face alias / hub id, or a local directory."""
+
+    name: str = "resnet20"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSection(Section):
+    """Which data: a dataset or GLUE task name, where its files are, and how to read them."""
+
+    dataset: str = "synthetic-image"
+    data_dir: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    max_length: int = Field(128, gt=0)
+    max_train_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)
+    augment: bool = True
+
+
+class TrainConfig(Section):
+    """The training engine's settings (see :mod:`shrink.train`)."""
+
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_accum: int = Field(1, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 42
+    checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+
+
+class Recipe(Section):
+    """A whole recipe for ``shrink train``; method recipes extend it with their own section."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str | None = None
+
+
+R = TypeVar("R", bound=Recipe)
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file from a path, or from a name in the ``recipes/`` folder (``demo`` -> recipes/demo.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+        candidate = folder / f"{path.stem}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(list_recipes()) or "none"
+    raise UserError(f"recipe '{name_or_path}' not found; pass a YAML file or one of: {known}")
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``recipes/``."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping with the safe loader; UserError on syntax errors or a non-mapping."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read recipe {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of sections (model:, data:, train:, ...)")
+    return data
+
+
+def build_recipe(raw: Mapping[str, Any], schema: type[R] = Recipe, overrides: Mapping[str, Any] | None = None,
+                 source: str = "recipe") -> R:
+    """Validate ``raw`` (plus dotted ``overrides`` whose value is not None) into ``schema``.
+
+    Usage: ``build_recipe({"train": {"lr": 0.1}}, overrides={"train.epochs": 2})``
+    """
+    merged = _deep_copy(raw)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+    try:
+        return schema.model_validate(merged)
+    except ValidationError as err:
+        raise UserError(_explain(err, schema, source)) from None
+
+
+def load_recipe(name_or_path: str | None, schema: type[R] = Recipe,
+                overrides: Mapping[str, Any] | None = None) -> R:
+    """Load a recipe file (or defaults when None) and apply CLI overrides.
+
+    Usage: ``load_recipe("demo", overrides={"train.lr": 1e-3})``
+    """
+    if name_or_path is None:
+        return build_recipe({}, schema, overrides, source="flags")
+    path = recipe_path(name_or_path)
+    return build_recipe(read_yaml(path), schema, overrides, source=str(path))
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the resolved recipe as YAML (atomically), so the run can be reproduced."""
+    text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(path, text)
+
+
+def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[leaf] = value
+
+
+def _valid_keys(schema: type[BaseModel], parents: tuple[str, ...]) -> list[str]:
+    model: Any = schema
+    for key in parents:
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _explain(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(str(part) for part in first["loc"])
+    dotted = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        parent = ".".join(loc[:-1])
+        valid = _valid_keys(schema, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
+        where = f" in section '{parent}'" if parent else ""
+        return f"{source}: unknown key '{dotted}'{where}{hint} valid keys: {', '.join(valid)}"
+    return f"{source}: '{dotted}': {first['msg']} (got {first.get('input')!r})"

@@ -1,0 +1,405 @@
+"""The training engine on Accelerate, shared by ``shrink train``, distillation, pruning-finetune and incubation.
+
+The loop takes a pluggable *step*: a function ``step(model, batch) -> loss`` (or a dict with a ``"loss"``
+entry and other named terms to log). When the step is itself an ``nn.Module`` (a distillation objective
+with projection heads or an MI critic), its parameters are trained and checkpointed with the model.
+
+Determinism and resume: the data order of epoch ``e`` is a permutation seeded by ``(seed, e)`` and every
+example's augmentation draws from its own generator seeded by ``(seed, e, index)``, so neither depends on
+how far the process got, on prefetching or on workers. Checkpoints are Accelerate states (model,
+optimizer, scheduler, RNG) plus a small JSON of the loop's position, written under a temporary name and
+renamed into place; ``resume=True`` continues from the newest one, skipping the batches already seen,
+and reaches the same final metrics as an uninterrupted run.
+
+Usage::
+
+    trainer = Trainer(model, task.train, task.dev, collate=collate, metrics=task.metrics,
+                      config=TrainConfig(epochs=3, lr=1e-3), run=RunDir.create("runs/x"))
+    result = trainer.fit()
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from shrink.errors import UserError
+from shrink.recipe import TrainConfig
+from shrink.runs import RunDir, atomic_write_json
+
+Batch = Mapping[str, torch.Tensor]
+StepOutput = torch.Tensor | Mapping[str, torch.Tensor]
+Step = Callable[[nn.Module, Batch], StepOutput]
+Predict = Callable[[nn.Module, Batch], torch.Tensor]
+SaveModel = Callable[[nn.Module, Path], None]
+
+PROGRESS_FILE = "progress.json"
+# Large primes spread (seed, epoch, index) over the 63-bit seed space without collisions in practice.
+_EPOCH_MIX, _INDEX_MIX = 1_000_003, 7_919
+
+
+def forward_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Run ``model`` on a batch and return its logits, for image CNNs and Hugging Face models alike.
+
+    Usage: ``logits = forward_logits(model, batch)``
+    """
+    if "pixel_values" in batch and not hasattr(model, "config"):
+        out = model(batch["pixel_values"])
+    else:
+        out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return out.logits if hasattr(out, "logits") else out
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool = False) -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (one output). Usage: ``supervised_loss(z, y)``."""
+    if is_regression:
+        return nn.functional.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def supervised_step(is_regression: bool = False) -> Step:
+    """The plain fine-tuning step: hard-label loss on the model's logits. Usage: ``Trainer(..., step=supervised_step())``."""
+
+    def step(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return supervised_loss(forward_logits(model, batch), batch["labels"], is_regression)
+
+    return step
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs in a permutation seeded by ``(seed, epoch)``; set ``.epoch`` first."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * _EPOCH_MIX + self.epoch)
+            order = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            order = range(self.size)
+        return ((self.epoch, i) for i in order)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class SeededExamples(Dataset):
+    """Wraps a dataset so each ``(epoch, index)`` item draws its augmentation from its own seeded RNG.
+
+    The global RNG is forked and restored around the item, so loading data never disturbs the RNG that
+    dropout uses: that keeps resumed runs identical to uninterrupted ones.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * _EPOCH_MIX + epoch) * _INDEX_MIX + index)
+            return self.dataset[index]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainResult:
+    """What ``Trainer.fit`` returns: best and final dev metrics, per-epoch history and throughput."""
+
+    best: dict[str, float]
+    best_epoch: int
+    final: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    train_samples_per_s: float = 0.0
+    train_seconds: float = 0.0
+
+
+@dataclass
+class _Progress:
+    """The loop's position, saved beside each Accelerate state."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    best_score: float | None = None
+    best_epoch: int = -1
+    best: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+
+class Trainer:
+    """Train ``model`` with a pluggable step; evaluate each epoch; keep the best; checkpoint and resume.
+
+    Usage: ``Trainer(model, train_set, dev_set, collate=c, metrics=("accuracy",), config=cfg).fit()``
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        dev_set: Dataset | None,
+        *,
+        collate: Callable[[list], dict[str, torch.Tensor]],
+        metrics: Sequence[str] = ("accuracy",),
+        config: TrainConfig | None = None,
+        step: Step | None = None,
+        predict: Predict = forward_logits,
+        is_regression: bool = False,
+        run: RunDir | None = None,
+        resume: bool = False,
+        save_model: SaveModel | None = None,
+        lr_default: float = 1e-3,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.metric_names = tuple(metrics)
+        self.run = run
+        self.resume = resume
+        self.predict = predict
+        self.save_model = save_model
+        self.step_fn = step or supervised_step(is_regression)
+        if self.config.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise UserError("--mixed-precision fp16 needs a GPU; use bf16 on a CPU")
+        self.accelerator = make_accelerator(self.config)
+        set_seed(self.config.seed)
+        self.sampler = EpochSampler(len(train_set), self.config.seed)  # type: ignore[arg-type]
+        train_loader = DataLoader(
+            SeededExamples(train_set, self.config.seed), batch_size=self.config.batch_size,
+            sampler=self.sampler, collate_fn=collate, num_workers=self.config.num_workers,
+            generator=torch.Generator().manual_seed(self.config.seed),  # keeps the global RNG for dropout only
+        )
+        eval_loader = None
+        if dev_set is not None:
+            eval_loader = DataLoader(dev_set, batch_size=self.config.eval_batch_size or 2 * self.config.batch_size,
+                                     shuffle=False, collate_fn=collate, num_workers=self.config.num_workers)
+        trainable = [model] + ([self.step_fn] if isinstance(self.step_fn, nn.Module) else [])
+        params = [p for module in trainable for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(_param_groups(trainable, self.config.weight_decay),
+                                      lr=self.config.lr or lr_default)
+        prepared = self.accelerator.prepare(*trainable, optimizer, train_loader)
+        self.model = prepared[0]
+        if isinstance(self.step_fn, nn.Module):
+            self.step_fn = prepared[1]
+        self.optimizer, self.train_loader = prepared[-2], prepared[-1]
+        self.eval_loader = self.accelerator.prepare(eval_loader) if eval_loader is not None else None
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.config.grad_accum)
+        self.total_steps = self.config.max_steps or math.ceil(self.config.epochs * self.steps_per_epoch)
+        scheduler = get_scheduler(
+            self.config.schedule, optimizer=optimizer,
+            num_warmup_steps=int(self.config.warmup_ratio * self.total_steps) * self.accelerator.num_processes,
+            num_training_steps=self.total_steps * self.accelerator.num_processes,
+        )
+        self.scheduler = self.accelerator.prepare(scheduler)
+        self.num_params = sum(p.numel() for p in params)
+        self.progress = _Progress()
+
+    # ----------------------------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        """Run (or resume) training to ``total_steps``; returns the best and final dev metrics."""
+        if self.resume:
+            self._load_latest_checkpoint()
+        prog = self.progress
+        bar = tqdm(total=self.total_steps, initial=prog.step, desc="train", unit="step",
+                   disable=not (self.config.progress and self.accelerator.is_local_main_process))
+        running_loss, window_start, window_samples = None, time.perf_counter(), 0
+        while prog.step < self.total_steps:
+            self.sampler.epoch = prog.epoch
+            loader = self.train_loader
+            if prog.batches_in_epoch:
+                loader = self.accelerator.skip_first_batches(loader, prog.batches_in_epoch)
+            epoch_start = time.perf_counter()
+            losses: list[float] = []
+            for batch in loader:
+                with self.accelerator.accumulate(self.model):
+                    loss, terms = self._forward(batch)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients and self.config.max_grad_norm:
+                        self.accelerator.clip_grad_norm_(self._parameters(), self.config.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                prog.batches_in_epoch += 1
+                batch_size = len(batch["labels"]) * self.accelerator.num_processes
+                prog.samples_seen += batch_size
+                window_samples += batch_size
+                value = terms["loss"]
+                losses.append(value)
+                running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
+                if not self.accelerator.sync_gradients:
+                    continue
+                prog.step += 1
+                bar.update(1)
+                if prog.step % 10 == 0 or prog.step == self.total_steps:
+                    now = time.perf_counter()
+                    bar.set_postfix(loss=f"{running_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                                    samples_s=f"{window_samples / max(now - window_start, 1e-9):.0f}")
+                    window_start, window_samples = now, 0
+                if self.config.checkpoint_every and prog.step % self.config.checkpoint_every == 0:
+                    prog.train_seconds += time.perf_counter() - epoch_start
+                    epoch_start = time.perf_counter()
+                    self._checkpoint()
+                if prog.step >= self.total_steps:
+                    break
+            prog.train_seconds += time.perf_counter() - epoch_start
+            self._end_epoch(float(np.mean(losses)) if losses else float("nan"))
+        bar.close()
+        return self._result()
+
+    def _forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.step_fn(self.model, batch)
+        terms = dict(out) if isinstance(out, Mapping) else {"loss": out}
+        if "loss" not in terms:
+            raise ValueError("a training step must return a tensor or a mapping with a 'loss' entry")
+        return terms["loss"], {k: float(v.detach()) for k, v in terms.items()}
+
+    def _parameters(self) -> Iterator[nn.Parameter]:
+        for group in self.optimizer.param_groups:
+            yield from group["params"]
+
+    def _end_epoch(self, train_loss: float) -> None:
+        prog = self.progress
+        entry = {"epoch": prog.epoch + 1, "step": prog.step, "train_loss": train_loss}
+        if self.eval_loader is not None:
+            metrics = self.evaluate()
+            entry.update(metrics)
+            score = metrics[self.metric_names[0]]
+            if prog.best_score is None or score > prog.best_score:
+                prog.best_score, prog.best_epoch, prog.best = score, prog.epoch + 1, metrics
+                self._save_model("best")
+        prog.history.append(entry)
+        prog.epoch += 1
+        prog.batches_in_epoch = 0
+        self._checkpoint()
+
+    # ------------------------------------------------------------------------------ evaluate
+    def evaluate(self, loader: DataLoader | None = None) -> dict[str, float]:
+        """Dev metrics of the current model (gathered across processes). Usage: ``trainer.evaluate()``."""
+        loader = loader or self.eval_loader
+        if loader is None:
+            raise ValueError("no evaluation data was given")
+        return evaluate_model(self.model, loader, self.metric_names, self.predict, self.accelerator)
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def _save_model(self, name: str) -> None:
+        if self.run is None or self.save_model is None:
+            return
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.save_model(self.accelerator.unwrap_model(self.model), self.run / name)
+
+    def _checkpoint(self) -> None:
+        if self.run is None:
+            return
+        prog = self.progress
+        final = self.run.checkpoints / f"step-{prog.step:08d}"
+        tmp = self.run.checkpoints / f".tmp-step-{prog.step:08d}"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            atomic_write_json(tmp / PROGRESS_FILE, prog.__dict__)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in _checkpoint_dirs(self.run.checkpoints)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def _load_latest_checkpoint(self) -> None:
+        if self.run is None:
+            raise UserError("--resume needs a run directory")
+        found = _checkpoint_dirs(self.run.checkpoints)
+        if not found:
+            self.accelerator.print(f"no checkpoint in {self.run.checkpoints}; starting from the beginning")
+            return
+        latest = found[-1]
+        try:
+            saved = json.loads((latest / PROGRESS_FILE).read_text())
+            self.accelerator.load_state(str(latest))
+        except Exception as err:  # any failure to read back our own files means a damaged checkpoint
+            raise UserError(f"checkpoint {latest} is corrupt ({type(err).__name__}); delete it to resume "
+                            "from an earlier one, or start again with --overwrite") from None
+        self.progress = _Progress(**saved)
+        self.accelerator.print(f"resumed from {latest.name} (epoch {self.progress.epoch + 1}, "
+                               f"step {self.progress.step}/{self.total_steps})")
+
+    def _result(self) -> TrainResult:
+        prog = self.progress
+        final = {k: v for k, v in prog.history[-1].items() if k in self.metric_names} if prog.history else {}
+        return TrainResult(best=prog.best or final, best_epoch=prog.best_epoch, final=final,
+                           history=prog.history, steps=prog.step,
+                           train_samples_per_s=prog.samples_seen / max(prog.train_seconds, 1e-9),
+                           train_seconds=prog.train_seconds)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, metrics: Sequence[str], predict: Predict = forward_logits,
+                   accelerator: Accelerator | None = None) -> dict[str, float]:
+    """Task metrics of ``model`` over ``loader`` (gathered across processes when an accelerator is given).
+
+    Usage: ``evaluate_model(model, DataLoader(task.dev, 64, collate_fn=collate), task.metrics)``
+    """
+    from shrink.data import compute_metrics
+
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for batch in loader:
+        if accelerator is None:
+            logits, gold = predict(model, batch).float(), batch["labels"]
+        else:
+            with accelerator.autocast():
+                logits = predict(model, batch)
+            logits, gold = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+        preds.append(logits.cpu().numpy())
+        labels.append(gold.cpu().numpy())
+    model.train(was_training)
+    return compute_metrics(metrics, np.concatenate(preds), np.concatenate(labels))
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """An Accelerator for ``config``; in a single process, settings left by an earlier run are replaced.
+
+    Accelerate keeps its state in a process-wide singleton, so a notebook or test that trains twice with
+    different precision would otherwise be refused. Usage: ``make_accelerator(TrainConfig())``.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+
+
+def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and normalisation weights (1-d tensors), as is standard for AdamW."""
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _checkpoint_dirs(folder: Path) -> list[Path]:
+    """Whole checkpoints (renamed into place), oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step-*") if p.is_dir())

@@ -1,0 +1,162 @@
+"""The training engine: learning, gradient accumulation, pluggable steps, best-model keeping, resume."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from shrink.errors import UserError
+from shrink.recipe import TrainConfig
+from shrink.runs import RunDir
+from shrink.train import Trainer, forward_logits, supervised_loss
+
+
+class Blobs(torch.utils.data.Dataset):
+    """Two Gaussian blobs in 8 dimensions, as image-style examples."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, 2, (n,), generator=gen)
+        self.x = torch.randn(n, 8, generator=gen) + 1.5 * (2 * self.labels[:, None] - 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        # a random flip of one feature's sign as "augmentation", drawn from the global RNG
+        x = self.x[i].clone()
+        if torch.rand(()) < 0.1:
+            x[0] = -x[0]
+        return {"pixel_values": x, "label": int(self.labels[i])}
+
+
+def collate(items):
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
+            "labels": torch.tensor([it["label"] for it in items])}
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+def config(**kw):
+    base = dict(epochs=3, batch_size=16, lr=0.01, progress=False, seed=7, warmup_ratio=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def make_trainer(run=None, resume=False, model=None, **kw):
+    return Trainer(model or mlp(), Blobs(160, 0), Blobs(64, 1), collate=collate, metrics=("accuracy",),
+                   config=config(**kw), run=run, resume=resume, save_model=save_state_dict)
+
+
+def save_state_dict(model, folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "w.pt")
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_learns_and_reports_history():
+    result = make_trainer().fit()
+    assert result.best["accuracy"] > 0.9
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.steps == 30 and result.train_samples_per_s > 0
+
+
+def test_gradient_accumulation_matches_a_bigger_batch():
+    big = make_trainer(batch_size=32, max_grad_norm=None, epochs=1)
+    big.model[2].p = 0.0
+    big.fit()
+    small = make_trainer(batch_size=16, grad_accum=2, max_grad_norm=None, epochs=1)
+    small.model[2].p = 0.0
+    small.fit()
+    assert big.progress.step == small.progress.step == 5
+    assert torch.allclose(weights(big.model), weights(small.model), atol=1e-5)
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    a, b, c = make_trainer(), make_trainer(), make_trainer(seed=8)
+    for t in (a, b, c):
+        t.fit()
+    assert torch.equal(weights(a.model), weights(b.model))
+    assert not torch.equal(weights(a.model), weights(c.model))
+
+
+class DistillLikeStep(nn.Module):
+    """A step with its own trainable parameters (like a projection head of an intermediate loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, model, batch):
+        logits = forward_logits(model, batch) * self.scale
+        loss = supervised_loss(logits, batch["labels"])
+        return {"loss": loss, "ce": loss.detach()}
+
+
+def test_a_step_module_is_trained_with_the_model():
+    step = DistillLikeStep()
+    trainer = Trainer(mlp(), Blobs(160, 0), Blobs(64, 1), collate=collate, config=config(epochs=1), step=step)
+    trainer.fit()
+    assert step.scale.item() != 0.5
+
+
+def test_resume_after_a_crash_mid_epoch_reaches_the_same_weights(tmp_path, monkeypatch):
+    reference = make_trainer(run=RunDir.create(tmp_path / "ref"), checkpoint_every=4)
+    ref_result = reference.fit()
+
+    crashing = make_trainer(run=RunDir.create(tmp_path / "run"), checkpoint_every=4)
+    calls = {"n": 0}
+    original = Trainer._forward
+
+    def crash_on_call_15(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 15:  # epoch 2, after the step-12 checkpoint and two unsaved steps
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_forward", crash_on_call_15)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.fit()
+    monkeypatch.setattr(Trainer, "_forward", original)
+    saved = json.loads((tmp_path / "run/checkpoints/step-00000012/progress.json").read_text())
+    assert saved["epoch"] == 1 and saved["batches_in_epoch"] == 2
+
+    resumed = make_trainer(run=RunDir(tmp_path / "run"), resume=True, checkpoint_every=4)
+    result = resumed.fit()
+    assert torch.equal(weights(resumed.model), weights(reference.model))
+    assert result.best == ref_result.best and result.history == ref_result.history
+    assert len(list((tmp_path / "run/checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    make_trainer(run=RunDir.create(tmp_path / "run"), epochs=1).fit()
+    latest = sorted((tmp_path / "run/checkpoints").glob("step-*"))[-1]
+    for f in latest.glob("*.safetensors"):
+        f.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        make_trainer(run=RunDir(tmp_path / "run"), resume=True, epochs=2).fit()
+
+
+def test_best_model_is_kept(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    result = make_trainer(run=run).fit()
+    assert (tmp_path / "run/best/w.pt").exists() and 1 <= result.best_epoch <= 3
+    assert result.best["accuracy"] == max(h["accuracy"] for h in result.history)
+
+
+def test_bf16_mixed_precision_runs_on_cpu():
+    assert make_trainer(mixed_precision="bf16", epochs=1).fit().steps == 10
+
+
+def test_fp16_without_gpu_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="fp16"):
+        make_trainer(mixed_precision="fp16")
