@@ -1,0 +1,72 @@
+"""``create_model``: the one entry point the CLIs use to turn a model name or directory into a model.
+
+Resolution: a vision model name; a Hugging Face preset or alias; a local directory with
+``architecture.json`` (shrink model) or ``config.json`` (Hugging Face); an ``org/name`` hub id. Anything
+else is a UserError naming the closest known model.
+
+Usage::
+
+    model, tokenizer = create_model("resnet56", num_classes=10)        # tokenizer is None
+    model, tokenizer = create_model("tinybert", num_classes=2)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from shrink.errors import UserError
+from shrink.models.hf import HF_ALIASES, HF_PRESETS, TokenizerSource, is_hf_name, load_hf_classifier
+from shrink.models.io import load_model, local_dir, read_spec, saved_kind
+from shrink.models.registry import MODELS, build_model
+from shrink.registry import Registry
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 32,
+    is_regression: bool = False,
+    tokenizer_fallback: TokenizerSource = None,
+    **kwargs: Any,
+) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
+    """A model (and its tokenizer, None for vision models) for ``name``, sized for the task.
+
+    ``kwargs`` go to the vision builder (e.g. ``patch_size``, ``depth``). Usage:
+    ``model, _ = create_model("vit-micro", num_classes=7, in_channels=1, image_size=28, patch_size=4)``
+    """
+    if name in MODELS or name.lower() in MODELS:
+        vision = build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+        return vision, None
+    # Known HF names win over a same-named folder in the working directory (write ./name for the folder).
+    directory = None if is_hf_name(name) else local_dir(name)
+    if directory is not None and saved_kind(directory) == "torch":
+        saved_classes = read_spec(directory)["kwargs"].get("num_classes")
+        if saved_classes not in (None, num_classes):
+            raise UserError(f"the model in {directory} has {saved_classes} classes but the data has {num_classes}")
+        return load_model(directory), None
+    if directory is None and not is_hf_name(name) and "/" not in name:
+        raise UserError(f"{_all_models().unknown_message(name)}; or pass a hub id 'org/name' or a local directory")
+    if kwargs:
+        raise UserError(f"options {sorted(kwargs)} apply to vision models only, not to the Hugging Face model '{name}'")
+    source = str(directory) if directory is not None else name
+    return load_hf_classifier(source, num_classes, is_regression=is_regression, tokenizer_fallback=tokenizer_fallback)
+
+
+def _all_models() -> Registry[str]:
+    """Every model name (vision, presets, aliases) in one registry, for its unknown-name message."""
+    known: Registry[str] = Registry("model")
+    for name in (*MODELS.names(), *HF_PRESETS.names(), *HF_ALIASES):
+        known.add(name, name)
+    return known
+
+
+def model_names() -> dict[str, list[str]]:
+    """Known model names by family, for ``shrink models``.
+
+    Usage: ``model_names()["vision"]  # ['resnet110', 'resnet20', ...]``
+    """
+    return {"vision": MODELS.names(), "hf_presets": HF_PRESETS.names(), "hf_aliases": sorted(HF_ALIASES)}
