@@ -19,6 +19,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shrink.bench import measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
 from shrink.models import create_model, save_model
 from shrink.recipe import Recipe, save_recipe
@@ -106,8 +107,6 @@ def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: 
 
 def model_figures(experiment: Experiment, model: nn.Module) -> dict[str, Any]:
     """Parameters, MACs (batch 1) and latency (batch 1 and 32) of ``model`` on this machine."""
-    from shrink.bench import measure_model
-
     return measure_model(model, image_shape=experiment.task.image_shape,
                          seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
 
@@ -126,6 +125,7 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
     with atomic_dir(run / "model") as folder:
         experiment.save(final_model, folder)
     figures = model_figures(experiment, final_model)
+    figures["model_bytes"] = size_on_disk(run / "model")
     metrics: dict[str, Any] = {
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
         "primary_metric": experiment.task.metrics[0], "dev": result.best, "best_epoch": result.best_epoch,
@@ -135,7 +135,8 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
     }
     summary = {"model": recipe.model.name, "dataset": experiment.task.name,
                **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
-               "params": figures.get("params"), "MACs": figures.get("macs")}
+               "params": figures["params"], "MACs": figures["macs"], "MB on disk": figures["model_bytes"] / 1e6,
+               "latency b1 ms": figures["latency"]["1"]["median_ms"]}
     print_table("training history", result.history)
     print_table(f"shrink train: {run.path}", [summary])
     report = (f"# shrink train\n\nRun: `{run.path}`\n\n## Result\n\n{markdown_table([summary])}\n"

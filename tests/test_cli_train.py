@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from shrink.cli import main
 
-TRAIN = ["train", "--model", "resnet20", "--dataset", "synthetic-image", "--max-train-samples", "192",
-         "--max-eval-samples", "64", "--batch-size", "32", "--epochs", "2", "--lr", "0.003", "--seed", "3",
+TRAIN = ["train", "--model", "resnet20", "--dataset", "synthetic-image:1x16x16", "--max-train-samples", "192",
+         "--max-eval-samples", "64", "--batch-size", "32", "--epochs", "4", "--lr", "0.01", "--seed", "3",
          "--no-progress"]
 
 # Runs `shrink train` and SIGKILLs the process at its 10th training batch: mid-epoch 2, after the
