@@ -25,7 +25,7 @@ from shrink.models import create_model, save_model
 from shrink.recipe import Recipe, save_recipe
 from shrink.report import markdown_table, print_table
 from shrink.runs import RunDir, atomic_dir
-from shrink.train import Trainer, TrainResult
+from shrink.train import Trainer, TrainResult, process_state
 
 # AdamW peak rates that suit each family when the recipe names none.
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
@@ -88,8 +88,13 @@ def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> Run
     """Create (or reopen for ``resume``) the run directory and save the resolved recipe in it."""
     if recipe.output_dir is None:
         recipe.output_dir = default_output_dir(recipe, command)
+    state = process_state()
+    if not state.is_main_process:  # under `accelerate launch`, the main process owns the folder
+        state.wait_for_everyone()
+        return RunDir(recipe.output_dir)
     run = RunDir.create(recipe.output_dir, resume=resume, overwrite=overwrite)
     save_recipe(recipe, run / "recipe.yaml")
+    state.wait_for_everyone()
     return run
 
 
@@ -116,6 +121,8 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
     recipe = experiment.recipe
     run = open_run(recipe, "train", resume, overwrite)
     result = fit(experiment, run, resume)
+    if not process_state().is_main_process:
+        return {}
     best_dir = run / "best"
     final_model = experiment.model
     if best_dir.is_dir():

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -263,7 +263,7 @@ class Trainer:
                 if prog.step >= self.total_steps:
                     break
             prog.train_seconds += time.perf_counter() - epoch_start
-            self._end_epoch(prog.epoch_loss_sum / max(prog.batches_in_epoch, 1))
+            self._end_epoch(self._epoch_train_loss())
         bar.close()
         return self._result()
 
@@ -277,6 +277,13 @@ class Trainer:
     def _parameters(self) -> Iterator[nn.Parameter]:
         for group in self.optimizer.param_groups:
             yield from group["params"]
+
+    def _epoch_train_loss(self) -> float:
+        """Mean training loss of the epoch over every process's batches."""
+        totals = torch.tensor([self.progress.epoch_loss_sum, float(self.progress.batches_in_epoch)],
+                              device=self.accelerator.device, dtype=torch.float64)
+        loss_sum, batches = self.accelerator.reduce(totals, reduction="sum").tolist()
+        return loss_sum / max(batches, 1.0)
 
     def _end_epoch(self, train_loss: float) -> None:
         prog = self.progress
@@ -385,11 +392,25 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     Accelerate keeps its state in a process-wide singleton, so a notebook or test that trains twice with
     different precision would otherwise be refused. Usage: ``make_accelerator(TrainConfig())``.
     """
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState
 
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+    if AcceleratorState._shared_state and process_state().num_processes == 1:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                       cpu=_multi_cpu())
+
+
+def process_state() -> PartialState:
+    """Accelerate's view of this process (rank, world size), also under ``torchrun`` on CPU-only machines.
+
+    Usage: ``if process_state().is_main_process: write_files()``
+    """
+    return PartialState(cpu=_multi_cpu())
+
+
+def _multi_cpu() -> bool:
+    # Accelerate treats a launch with several processes as multi-CPU (gloo) only when asked for the CPU.
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:

@@ -1,0 +1,4 @@
+"""``python -m shrink ...`` (and ``accelerate launch -m shrink ...``) runs the shrink command."""
+from shrink.cli import main
+
+main()
