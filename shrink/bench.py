@@ -1,0 +1,217 @@
+"""Measurement shared by every command's metrics.json: parameters, MACs, size on disk, latency, accuracy.
+
+Latency is wall-clock time of whole forward passes on dummy batches, after a warm-up, under
+``torch.inference_mode``; the thread count in use is recorded beside it because it decides CPU figures.
+ONNX files are measured through :class:`shrink.export.OnnxModel`, the same way as PyTorch modules.
+
+Usage::
+
+    figures = measure_model(model, image_shape=(3, 32, 32), batch_sizes=(1, 32))
+    figures["params"], figures["macs"], figures["latency"]["1"]["median_ms"]
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from shrink.errors import UserError
+
+DEFAULT_IMAGE_SHAPE = (3, 32, 32)
+# Token ids for dummy text batches stay below this when the vocabulary size is unknown (any BERT has more).
+FALLBACK_VOCAB = 100
+Inputs = Mapping[str, torch.Tensor]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (shared tensors counted once). Usage: ``count_parameters(nn.Linear(10, 5)) == 55``."""
+    return sum(param.numel() for param in model.parameters())
+
+
+def count_macs(model: nn.Module, inputs: torch.Tensor | Inputs) -> int:
+    """Multiply-accumulates of one forward pass, from PyTorch's FLOP counter (MACs = FLOPs / 2).
+
+    ``inputs`` is a tensor (passed positionally) or a dict of keyword arguments / a batch.
+    Usage: ``count_macs(nn.Linear(10, 5), torch.randn(1, 10)) == 50``
+    """
+    from shrink.train import forward_logits
+
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    device = device_of(model)
+    with counter, torch.inference_mode():
+        if isinstance(inputs, torch.Tensor):
+            model(inputs.to(device))
+        else:
+            forward_logits(model, {name: value.to(device) for name, value in inputs.items()})
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def size_on_disk(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file under a folder. Usage: ``size_on_disk("runs/r20/model")``."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    raise UserError(f"{path} does not exist; pass a model file or folder")
+
+
+def measure_latency(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10,
+                    budget_s: float | None = 5.0) -> dict[str, float]:
+    """Median and 90th-percentile wall time of ``fn()`` in milliseconds, after ``warmup`` calls.
+
+    Stops early (after at least 3 timed calls) once ``budget_s`` seconds were spent timing, so a large
+    model on a slow CPU still answers in seconds; ``repeats`` in the result says how many calls were timed.
+    Usage: ``measure_latency(lambda: model(x))["median_ms"]``
+    """
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        started = time.perf_counter()
+        while len(times) < repeats:
+            tick = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - tick) * 1000)
+            if budget_s is not None and len(times) >= 3 and time.perf_counter() - started > budget_s:
+                break
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "repeats": len(times)}
+
+
+def image_shape_of(model: nn.Module) -> tuple[int, ...] | None:
+    """The (C, H, W) a model expects, when it says: an ONNX model's fixed input dims, or a zoo model's build spec.
+
+    Usage: ``image_shape_of(build_model("resnet20", in_channels=1))  # (1, 32, 32)``
+    """
+    shape = getattr(model, "image_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    kwargs = getattr(model, "shrink_spec", {}).get("kwargs", {})
+    if "in_channels" in kwargs and "image_size" in kwargs:
+        return (kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+    return None
+
+
+def is_text_model(model: nn.Module) -> bool:
+    """True for models fed token ids (Hugging Face text models, text ONNX models). Usage: ``is_text_model(m)``."""
+    names = getattr(model, "input_names", None)
+    if names is not None:
+        return "input_ids" in names
+    return hasattr(model, "config") and hasattr(model.config, "vocab_size")
+
+
+def example_inputs(model: nn.Module, batch_size: int, *, image_shape: Sequence[int] | None = None,
+                   seq_len: int = 128, vocab_size: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded dummy batch for ``model``: token ids for text models, ``pixel_values`` for vision models.
+
+    The image shape comes from ``image_shape``, else the model, else 3x32x32 (CIFAR).
+    Usage: ``example_inputs(bert, 32, seq_len=128)["input_ids"].shape == (32, 128)``
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if is_text_model(model):
+        config = getattr(model, "config", None)
+        vocab = vocab_size or getattr(config, "vocab_size", None) or getattr(model, "vocab_size", None) or FALLBACK_VOCAB
+        ids = torch.randint(0, vocab, (batch_size, seq_len), generator=generator)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if getattr(config, "type_vocab_size", 0) or "token_type_ids" in getattr(model, "input_names", ()):
+            batch["token_type_ids"] = torch.zeros_like(ids)
+        return batch
+    shape = tuple(image_shape or image_shape_of(model) or DEFAULT_IMAGE_SHAPE)
+    return {"pixel_values": torch.randn((batch_size, *shape), generator=generator)}
+
+
+def latency_by_batch(model: nn.Module, make_batch: Callable[[int], Inputs], batch_sizes: Sequence[int],
+                     **timing: Any) -> dict[str, dict[str, float]]:
+    """Latency of ``model`` on ``make_batch(b)`` for each batch size, keyed by the size as a string (JSON keys).
+
+    Usage: ``latency_by_batch(model, lambda b: example_inputs(model, b), (1, 32))["32"]["p90_ms"]``
+    """
+    from shrink.train import forward_logits
+
+    model.eval()
+    device = device_of(model)
+    results = {}
+    for size in batch_sizes:
+        batch = {name: value.to(device) for name, value in make_batch(size).items()}
+
+        def call() -> None:
+            forward_logits(model, batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # GPU kernels run asynchronously: wait, or only the launch is timed
+
+        results[str(size)] = measure_latency(call, **timing)
+    return results
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for parameter-free modules such as ONNX Runtime models).
+
+    Usage: ``batch = {k: v.to(device_of(model)) for k, v in batch.items()}``
+    """
+    return next((param.device for param in model.parameters()), torch.device("cpu"))
+
+
+def measure_model(model: nn.Module, *, image_shape: Sequence[int] | None = None, seq_len: int = 128,
+                  batch_sizes: Sequence[int] = (1, 32), loader: DataLoader | None = None,
+                  metrics: Sequence[str] | None = None, macs: bool = True, **timing: Any) -> dict[str, Any]:
+    """Parameters, MACs (batch 1), latency per batch size and, given a loader, task metrics of ``model``.
+
+    ``macs=False`` skips the FLOP count (ONNX Runtime models run outside PyTorch, so it cannot see them).
+    Usage: ``measure_model(model, image_shape=(3, 32, 32), loader=dev_loader, metrics=("accuracy",))``
+    """
+    def make_batch(size: int) -> dict[str, torch.Tensor]:
+        return example_inputs(model, size, image_shape=image_shape, seq_len=seq_len)
+
+    figures: dict[str, Any] = {
+        "params": count_parameters(model),
+        "macs": count_macs(model, make_batch(1)) if macs else None,
+        "threads": torch.get_num_threads(),
+        "latency": latency_by_batch(model, make_batch, batch_sizes, **timing),
+    }
+    if loader is not None:
+        from shrink.train import evaluate_model
+
+        figures["metrics"] = evaluate_model(model, loader, metrics or ("accuracy",))
+    return figures
+
+
+def onnx_weights(path: str | os.PathLike) -> tuple[int, int]:
+    """(weights stored in an ONNX graph, bytes on disk with any external-data files).
+
+    Weights are the float and 8-bit initializers (integer index constants are not parameters).
+    Usage: ``params, size = onnx_weights("out/model.onnx")``
+    """
+    import onnx
+
+    path = Path(path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weight_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                    onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    params = sum(int(np.prod(init.dims)) for init in graph.initializer if init.data_type in weight_types)
+    side_files = {entry.value for init in graph.initializer for entry in init.external_data if entry.key == "location"}
+    return params, path.stat().st_size + sum(size_on_disk(path.parent / name) for name in side_files)
+
+
+def measure_onnx(path: str | os.PathLike, *, threads: int | None = None, **options: Any) -> dict[str, Any]:
+    """:func:`measure_model` for an ONNX file run by ONNX Runtime (MACs are left out: PyTorch cannot count them).
+
+    ``options`` are measure_model's (image_shape, seq_len, batch_sizes, loader, metrics, timing).
+    Usage: ``measure_onnx("out/model.onnx", batch_sizes=(1, 32))["latency"]["32"]["median_ms"]``
+    """
+    from shrink.export import OnnxModel
+
+    model = OnnxModel(path, threads)
+    figures = measure_model(model, macs=False, **options)
+    figures["params"], figures["size_bytes"] = onnx_weights(path)
+    figures["threads"] = model.threads
+    return figures

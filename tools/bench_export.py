@@ -1,0 +1,131 @@
+"""Deployment speed: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8 (dynamic) for BERT shapes.
+
+A TinyBERT-shaped classifier (4 layers, hidden 312, FFN 1200, 12 heads) and a BERT-base-shaped one, at
+random init (weights do not change latency), are exported with ``shrink.export`` (parity-checked) and
+quantized with ``shrink.quantize``; each runtime is timed at every batch size at sequence length 128. The
+runtimes are timed in alternation for ``--rounds`` rounds so machine noise hits all alike; the median of
+the per-round medians is reported, with the speed-up ratios. Goals: ORT fp32 >= 3x eager at batch 1,
+int8 >= 1.5x ORT fp32. ``--sst2 RUN`` also exports a trained SST-2 run and reports the dev accuracy of
+fp32 and int8 ONNX models.
+
+Usage::
+
+    python tools/bench_export.py --models tinybert,bert-base --batch-sizes 1,32 --json out/bench_export.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+from transformers.utils import logging as hf_logging
+
+from shrink.bench import example_inputs, latency_by_batch
+from shrink.deploy_cli import export_source, parse_batch_sizes
+from shrink.errors import cli_entry
+from shrink.export import OnnxModel, export_onnx
+from shrink.models.hf import TINYBERT4_SHAPE
+from shrink.quantize import quantize_int8
+from shrink.report import print_table
+from shrink.runs import atomic_write_json
+
+SHAPES: dict[str, dict[str, int]] = {"tinybert": TINYBERT4_SHAPE, "bert-base": {}}  # {}: BertConfig's defaults
+RUNTIMES = ("pytorch eager", "onnxruntime fp32", "onnxruntime int8")
+
+
+def random_bert(shape: dict[str, int], seed: int = 0) -> BertForSequenceClassification:
+    """A binary BERT classifier of the given shape (uncased BERT vocabulary) at a seeded random init."""
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(num_labels=2, **shape)).eval()
+
+
+def time_runtimes(models: dict[str, torch.nn.Module], batch_sizes: Sequence[int], seq_len: int, rounds: int,
+                  repeats: int, budget_s: float) -> dict[str, dict[str, float]]:
+    """Median (over rounds) of each runtime's median latency per batch size, in ms; runtimes alternate."""
+    reference = models[RUNTIMES[0]]
+    per_round: dict[str, dict[str, list[float]]] = {name: {str(b): [] for b in batch_sizes} for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            timings = latency_by_batch(model, lambda b: example_inputs(reference, b, seq_len=seq_len), batch_sizes,
+                                       warmup=1, repeats=repeats, budget_s=budget_s)
+            for size, result in timings.items():
+                per_round[name][size].append(result["median_ms"])
+    return {name: {size: statistics.median(values) for size, values in sizes.items()}
+            for name, sizes in per_round.items()}
+
+
+def bench_shape(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Export, quantize and time one BERT shape; returns its latencies, ratios and file sizes."""
+    model = random_bert(SHAPES[name])
+    path = workdir / name / "model.onnx"
+    exported = export_onnx(model, path, example_batch=example_inputs(model, 2, seq_len=16), atol=args.atol)
+    quantized = quantize_int8(path, method="dynamic")
+    models = {RUNTIMES[0]: model, RUNTIMES[1]: OnnxModel(path), RUNTIMES[2]: OnnxModel(quantized.path)}
+    latency = time_runtimes(models, args.batch_sizes, args.seq_len, args.rounds, args.repeats, args.budget)
+    eager, fp32, int8 = (latency[runtime] for runtime in RUNTIMES)
+    return {
+        "model": name, "params": sum(p.numel() for p in model.parameters()),
+        "fp32_mb": exported.size_bytes / 1e6, "int8_mb": quantized.size_bytes / 1e6,
+        "max_abs_diff": exported.max_abs_diff, "latency_ms": latency,
+        "ort_fp32_speedup_vs_eager": {b: eager[b] / fp32[b] for b in eager},
+        "int8_speedup_vs_ort_fp32": {b: fp32[b] / int8[b] for b in fp32},
+    }
+
+
+def table_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, batch size): the three latencies and the two ratios."""
+    rows = []
+    for result in results:
+        for size in result["ort_fp32_speedup_vs_eager"]:
+            row = {"model": result["model"], "batch": int(size)}
+            row.update({f"{runtime} ms": result["latency_ms"][runtime][size] for runtime in RUNTIMES})
+            row["ORT/eager x"] = result["ort_fp32_speedup_vs_eager"][size]
+            row["int8/fp32 x"] = result["int8_speedup_vs_ort_fp32"][size]
+            rows.append(row)
+    return rows
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; prints a table and the JSON (also written to ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tinybert,bert-base", help=f"comma-separated: {', '.join(SHAPES)}")
+    parser.add_argument("--batch-sizes", default="1,32", type=parse_batch_sizes)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating timing rounds; the median over rounds survives one disturbed round")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per runtime, batch size and round")
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per measurement at most")
+    parser.add_argument("--atol", type=float, default=1e-4, help="export parity tolerance")
+    parser.add_argument("--sst2", help="run directory of a trained SST-2 classifier: report fp32 vs int8 dev accuracy")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    hf_logging.disable_progress_bar()  # the table is the output
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown:
+        parser.error(f"unknown model shape(s) {unknown}; known: {', '.join(SHAPES)}")
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
+        # The accuracy check first: it is quick, and a bad run directory should not cost the timing runs.
+        sst2 = export_source(args.sst2, Path(work) / "sst2" / "model.onnx", quantize="int8") if args.sst2 else None
+        results = [bench_shape(name, Path(work), args) for name in names]
+    report = {"torch_threads": torch.get_num_threads(), "seq_len": args.seq_len, "results": results,
+              "sst2": sst2["quantization"] if sst2 else "skipped (no --sst2 RUN given)"}
+    print_table(f"eager vs ONNX Runtime (seq {args.seq_len}, {torch.get_num_threads()} threads)", table_rows(results))
+    if sst2:
+        quantized = sst2["quantization"]
+        print_table("SST-2 dev", [{"model": "onnxruntime fp32", **quantized["metrics_fp32"]},
+                                  {"model": "onnxruntime int8", **quantized["metrics_int8"]}])
+    print(json.dumps(report, indent=2))
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
