@@ -1,0 +1,145 @@
+"""The ``distill`` command: knowledge distillation from a teacher (or an ensemble) into a student.
+
+Flags override the recipe. Objective flags (``--kd-loss``, ``--alpha``, ``--layer-map``, ...) apply to every
+stage of a multi-stage recipe that has that objective; training flags (``--epochs``, ``--lr``) win over the
+stages' own ``train`` overrides.
+
+Usage::
+
+    distill --demo
+    distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2 --intermediate mi --alpha 0.9
+    distill --recipe tinybert-sst2 --teacher runs/bert-base-sst2 --data-dir glue/SST-2
+    distill --teacher resnet56 --student resnet20 --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from shrink.cli import _quiet_libraries
+from shrink.cliargs import add_training_flags, recipe_overrides
+from shrink.errors import cli_entry
+from shrink.recipe import build_recipe, read_yaml, recipe_path
+
+DEMO_RECIPE = "demo"
+
+# flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
+DISTILL_FLAGS: dict[str, tuple[str, type, str]] = {
+    "teacher": ("distill.teacher", str, "teacher: alias, hub id, directory or run directory; a,b,c is an ensemble"),
+    "student": ("model.name", str, "student: preset (bert-tiny), alias (tinybert), hub id, zoo name or directory"),
+    "student_init": ("distill.student_init", str, "pretrained (default), from_teacher (copy teacher layers) or random"),
+    "student_layers": ("distill.student_layers", int, "layers of a from_teacher copy (default: half the teacher's)"),
+    "teacher_kind": ("distill.teacher_kind", str, "teacher registry name (default: single, or ensemble for a,b)"),
+    "feature_teacher": ("distill.feature_teacher", int, "ensemble member whose features are distilled (0-based)"),
+    "teacher_epochs": ("distill.teacher_train.epochs", float, "epochs when a teacher without task head is fine-tuned"),
+    "teacher_lr": ("distill.teacher_train.lr", float, "learning rate of that teacher phase"),
+}
+# Per-stage objective flags: dest -> (key inside a stage, type, help)
+STAGE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "kd_loss": ("kd.loss", str, "prediction-layer loss: ce, kl or mse (regression: mse)"),
+    "temperature": ("kd.temperature", float, "KD temperature T"),
+    "kd_weight": ("kd.weight", float, "weight of the KD term (0: none)"),
+    "hard_weight": ("hard_weight", float, "weight of the gold-label term (reference: 0)"),
+    "reduction": ("reduction", str, "sum (reference) or mean over layer pairs"),
+}
+# Per-entry intermediate flags: dest -> (key inside an intermediate entry, type, help)
+INTERMEDIATE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "intermediate": ("loss", str, "intermediate loss (mi, hidden_mse, cos, pkd, ...; 'none' removes them); "
+                                  "adds one entry when the recipe has none"),
+    "layer_map": ("layer_map", str, "skip, last, emd, tinybert, ... or explicit pairs like 0:0,6:2,12:4"),
+    "alpha": ("alpha", float, "MI-alpha's alpha in [0, 1] (0.9 default of the reference)"),
+    "critic": ("critic", str, "MI critic: mlp or transformer"),
+    "inter_weight": ("weight", float, "weight of each intermediate term"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``distill``. Usage: ``build_parser().parse_args(["--demo"])``."""
+    parser = argparse.ArgumentParser(prog="distill", description="Distill a teacher into a student (Distiller, "
+                                     "MI-alpha, TinyBERT stages, vision KD); writes one run directory")
+    parser.add_argument("--demo", action="store_true",
+                        help=f"run recipes/{DEMO_RECIPE}.yaml offline (replaces its previous run unless --resume)")
+    add_training_flags(parser)
+    for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
+        for dest, (key, kind, text) in table.items():
+            parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+    parser.add_argument("--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
+    return parser
+
+
+def recipe_from_args(args: argparse.Namespace) -> Any:
+    """The validated DistillRecipe: the recipe file (or the demo's, or defaults), then the flags.
+
+    Usage: ``recipe_from_args(build_parser().parse_args(["--demo", "--epochs", "1"]))``
+    """
+    from distill.config import DistillRecipe
+
+    name = args.recipe or (DEMO_RECIPE if args.demo else None)
+    path = recipe_path(name) if name else None
+    raw = read_yaml(path) if path else {}
+    overrides = recipe_overrides(args)
+    overrides.update({key: getattr(args, dest) for dest, (key, _, _) in DISTILL_FLAGS.items()
+                      if getattr(args, dest) is not None})
+    if args.export_onnx:
+        overrides["distill.export_onnx"] = True
+    apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])
+    return build_recipe(raw, DistillRecipe, overrides, source=str(path) if path else "flags")
+
+
+def apply_stage_flags(raw: dict[str, Any], args: argparse.Namespace, train_keys: Sequence[str]) -> None:
+    """Apply the objective flags to every stage of the raw recipe (or its single stage), and let training
+    flags win over the stages' own ``train`` overrides.
+
+    Usage: ``apply_stage_flags(raw, args, ["epochs"])``
+    """
+    section = raw.setdefault("distill", {})
+    if not isinstance(section, dict):
+        return  # not a mapping: validation names the problem
+    stages = [stage for stage in section.get("stages") or [] if isinstance(stage, dict)]
+    for stage in stages or [section]:
+        for dest, (key, _, _) in STAGE_FLAGS.items():
+            value = getattr(args, dest)
+            if value is None:
+                continue
+            if key.startswith("kd."):
+                kd = stage.get("kd", {})
+                if (stages and kd is None) or not isinstance(kd, (dict, type(None))):
+                    continue  # a stage without a KD term keeps none; a malformed one is left to validation
+                stage["kd"] = {**(kd or {}), key.split(".", 1)[1]: value}
+            else:
+                stage[key] = value
+        _apply_intermediate_flags(stage, args, single=not stages)
+        train = stage.get("train") or {}
+        for key in train_keys:
+            train.pop(key, None)
+
+
+def _apply_intermediate_flags(stage: dict[str, Any], args: argparse.Namespace, single: bool) -> None:
+    entries = stage.get("intermediate") or []
+    if args.intermediate == "none":
+        entries = []
+    elif args.intermediate is not None and not entries and single:
+        entries = [{}]
+    for entry in entries:
+        for dest, (key, _, _) in INTERMEDIATE_FLAGS.items():
+            value = getattr(args, dest)
+            if value is not None and value != "none":
+                entry[key] = value
+    if entries or "intermediate" in stage:
+        stage["intermediate"] = entries
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``distill`` console script. Usage: ``main(["--demo"])``."""
+    from distill.run import distill
+
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    recipe = recipe_from_args(args)
+    distill(recipe, resume=args.resume, overwrite=args.overwrite or (args.demo and not args.resume))
+    return 0
+
+
+__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
+           "recipe_from_args"]

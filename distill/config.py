@@ -1,0 +1,184 @@
+"""The ``distill:`` recipe section: teachers, student initialisation, objectives and stages.
+
+A recipe is a ``shrink train`` recipe whose ``model:`` is the student, plus a ``distill:`` section. The
+objectives (spec §1: L = w_kd·L_KD + Σ w_inter·L_inter + w_hard·CE) sit directly in ``distill:`` for a
+single stage, or in ``distill.stages`` for several stages run in sequence (TinyBERT's intermediate, then
+prediction-layer distillation), each with its own ``train`` overrides.
+
+Usage::
+
+    recipe = load_recipe("recipes/distiller-mi-alpha.yaml", DistillRecipe, overrides={"distill.teacher": "runs/t"})
+    for stage in recipe.distill.stage_list(): print(stage.name, stage.kd, stage.intermediate)
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import Field, create_model, model_serializer, model_validator
+
+from shrink.errors import UserError
+from shrink.recipe import ModelSection, Recipe, Section, TrainConfig
+
+StudentInit = Literal["pretrained", "from_teacher", "random"]
+
+
+class _Overrides(Section):
+    """Base of partial sections: unset (None) keys keep the base value and are left out when saved."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+def _partial(section: type[Section], name: str) -> type[_Overrides]:
+    """``section`` with every key optional (default None) and the same validation of given values."""
+    fields: dict[str, Any] = {}
+    for key, field in section.model_fields.items():
+        info = copy.copy(field)
+        info.default, info.default_factory = None, None
+        fields[key] = (field.annotation | None, info)
+    return create_model(name, __base__=_Overrides, __doc__=f"Optional overrides of {section.__name__}.", **fields)
+
+
+TrainOverrides = _partial(TrainConfig, "TrainOverrides")
+
+
+def apply_overrides(base: TrainConfig, overrides: _Overrides) -> TrainConfig:
+    """``base`` with the keys set in ``overrides`` replaced. Usage: ``apply_overrides(recipe.train, stage.train)``."""
+    return base.model_copy(update=overrides.model_dump())
+
+
+class KDSection(Section):
+    """The prediction-layer term w_kd·L_KD(z_S, z_T; T); ``loss`` None is ``ce`` (``mse`` for regression).
+
+    Usage: ``KDSection(loss="kl", temperature=4.0, weight=0.9)``
+    """
+
+    loss: str | None = None
+    temperature: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, ge=0)
+
+
+class IntermediateSection(Section):
+    """One intermediate objective: a pair loss summed over a layer map, weighted.
+
+    Hugging Face models are read at their embeddings and layers; other models need ``teacher_layers`` and
+    ``student_layers``: module paths (``layer1``, ``blocks.3``) whose outputs are feature indices 0, 1, ...
+    ``alpha`` and ``critic`` configure the MI losses; ``options`` passes further loss arguments; ``features``,
+    when given, is checked against what the loss reads (hidden or attention).
+    Usage: ``IntermediateSection(loss="mi", alpha=0.9, critic="mlp", layer_map="skip")``
+    """
+
+    loss: str = "mi"
+    weight: float = Field(1.0, ge=0)
+    layer_map: str = "skip"
+    features: Literal["hidden", "attention"] | None = None
+    alpha: float | None = None
+    critic: str | None = None
+    teacher_layers: list[str] | None = None
+    student_layers: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Objectives(Section):
+    """What one stage minimises: KD (None: no prediction-layer term), hard labels, intermediate terms.
+
+    Usage: ``Objectives(kd=None, intermediate=[IntermediateSection(loss="hidden_mse")])``
+    """
+
+    kd: KDSection | None = Field(default_factory=KDSection)
+    hard_weight: float = Field(0.0, ge=0)
+    intermediate: list[IntermediateSection] = Field(default_factory=list)
+    reduction: Literal["sum", "mean"] = "sum"
+
+
+class StageSection(Objectives):
+    """One stage of a multi-stage recipe: its objectives and its overrides of the ``train:`` section.
+
+    Usage: ``StageSection(name="prediction", train=TrainOverrides(epochs=3, lr=3e-5))``
+    """
+
+    name: str = "distill"
+    train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
+
+
+OBJECTIVE_KEYS = tuple(Objectives.model_fields)
+
+
+class DistillSection(Objectives):
+    """Teachers, student initialisation, and the objectives of a one-stage run (or ``stages``).
+
+    ``teacher``: an alias, hub id, local directory or run directory; several separated by commas make an
+    ensemble (averaged logits; features from member ``feature_teacher``). A teacher with no head trained for
+    the task is fine-tuned first with ``teacher_train`` overriding ``train:``.
+    Usage: ``DistillSection(teacher="runs/a,runs/b", feature_teacher=1).teacher_names()``
+    """
+
+    teacher: str | None = None
+    teacher_args: dict[str, Any] = Field(default_factory=dict)
+    teacher_kind: str | None = None
+    feature_teacher: int = Field(0, ge=0)
+    teacher_train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
+    student_init: StudentInit = "pretrained"
+    student_layers: int | None = Field(None, gt=0)
+    stages: list[StageSection] = Field(default_factory=list)
+    cache_teacher_outputs: bool = True
+    export_onnx: bool = False
+
+    @model_validator(mode="after")
+    def _one_place_for_objectives(self) -> DistillSection:
+        defaults = Objectives()
+        mixed = [key for key in OBJECTIVE_KEYS if getattr(self, key) != getattr(defaults, key)]
+        if self.stages and mixed:
+            raise ValueError(f"give the objectives ({', '.join(mixed)}) inside each stage when 'stages' is used")
+        return self
+
+    def teacher_names(self) -> list[str]:
+        """The teacher names (one, or the members of an ensemble). Usage: ``section.teacher_names()``."""
+        names = [name.strip() for name in (self.teacher or "").split(",") if name.strip()]
+        if not names:
+            raise UserError("distill needs a teacher: pass --teacher NAME_OR_DIR (several, comma-separated, "
+                            "make an ensemble) or set distill.teacher in the recipe")
+        return names
+
+    def stage_list(self) -> list[StageSection]:
+        """The stages to run: ``stages``, or one stage made of the section's own objectives.
+
+        Usage: ``[stage.name for stage in recipe.distill.stage_list()]``
+        """
+        if self.stages:
+            return list(self.stages)
+        return [StageSection(**{key: getattr(self, key) for key in OBJECTIVE_KEYS})]
+
+
+class StudentSection(ModelSection):
+    """The student: a model name, preset or directory; None copies the teacher's shape (``from_teacher``).
+
+    Usage: ``StudentSection(name="bert-tiny")``
+    """
+
+    name: str | None = None  # type: ignore[assignment]
+
+
+class DistillRecipe(Recipe):
+    """A recipe for ``distill``: ``model:`` is the student, ``distill:`` the method.
+
+    Usage: ``load_recipe("demo", DistillRecipe).distill.teacher``
+    """
+
+    model: StudentSection = Field(default_factory=StudentSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
+
+
+__all__ = [
+    "DistillRecipe",
+    "DistillSection",
+    "IntermediateSection",
+    "KDSection",
+    "Objectives",
+    "StageSection",
+    "StudentSection",
+    "TrainOverrides",
+    "apply_overrides",
+]

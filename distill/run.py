@@ -1,0 +1,450 @@
+"""The ``distill`` command flow, on the core engine.
+
+1. **Plan** (:func:`plan_distillation`): load the data, the teachers and the student, build every stage's
+   objectives. All bad input fails here, before the run directory exists.
+2. **Teacher phase**: a teacher without a head trained for the task is fine-tuned first with ``shrink
+   train``'s flow into ``RUN/teacher/`` (a complete ``shrink train`` run). A finished phase whose recipe
+   matches is reused: by ``--resume`` and by ``--overwrite`` re-runs alike.
+3. **Teacher outputs**: without data augmentation, the teacher's logits over the training set are computed
+   once (eval mode) into ``RUN/teacher_logits.safetensors`` and fed from there to stages that need no
+   teacher features.
+4. **Stages**, in order, each in ``RUN/stages/<n>-<name>/`` with its own checkpoints (``--resume`` continues
+   the stage in progress; finished stages are reused). The last stage's best dev model is the student.
+5. **Outputs**: ``RUN/model`` (``save_pretrained`` for Hugging Face students), ``metrics.json`` (teacher and
+   student scores, retention, parameters, MACs, latency, MI's K), ``report.md``, the result table, and
+   ``RUN/model.onnx`` with ``export_onnx``.
+
+Usage::
+
+    recipe = load_recipe("demo", DistillRecipe)
+    result = distill(recipe, resume=False, overwrite=True)
+    result.metrics["retention"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import safetensors
+import safetensors.torch
+import torch
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distill.config import DistillRecipe, StageSection, apply_overrides
+from distill.objectives import KDLoss, prediction_loss
+from distill.pipeline import (
+    DistillCollate,
+    DistillStep,
+    IndexedExamples,
+    IntermediateTerm,
+    alignment_free,
+    build_term,
+    same_tokenizer,
+    split_batch,
+    teacher_logits,
+)
+from distill.students import StudentRequest, build_student, copy_teacher_layers
+from distill.teachers import Teacher, TeacherMember, build_teacher, load_teacher_member, teacher_class
+from shrink.bench import size_on_disk
+from shrink.data import TaskData, make_collate
+from shrink.errors import UserError
+from shrink.experiment import Experiment, default_output_dir, fit, load_task, model_figures, open_run, train_and_report
+from shrink.models import load_model
+from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
+from shrink.report import markdown_table, print_table
+from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
+from shrink.train import evaluate_model, make_accelerator, process_state
+
+TEACHER_LOGITS_FILE = "teacher_logits.safetensors"
+STAGES_DIR = "stages"
+STAGE_RESULT, STAGE_FINAL, STAGE_BEST = "metrics.json", "final", "best"
+SAMPLE_SIZE = 2  # examples in the batch that sizes the intermediate objectives
+# Keys of a teacher-phase recipe that do not change what is trained.
+PHASE_IGNORED = {("output_dir",), ("train", "progress")}
+
+
+@dataclass
+class Stage:
+    """One planned stage: its section, resolved train config, KD loss and intermediate terms.
+
+    Usage: ``plan.stages[0].uses_cache``
+    """
+
+    section: StageSection
+    config: TrainConfig
+    kd: KDLoss | None
+    terms: list[IntermediateTerm]
+    folder: str
+
+    @property
+    def uses_cache(self) -> bool:
+        """True when the stage needs the teacher's logits only (no features), so cached logits serve."""
+        return self.kd is not None and not self.terms
+
+
+@dataclass
+class DistillPlan:
+    """Everything ``distill`` needs, resolved and validated, before any file is written.
+
+    Usage: ``plan = plan_distillation(recipe); plan.members[0].trained``
+    """
+
+    recipe: DistillRecipe
+    task: TaskData
+    members: list[TeacherMember]
+    student: Experiment
+    teacher_collate: Any
+    stages: list[Stage]
+    cache_outputs: bool
+
+    @property
+    def num_labels(self) -> int:
+        """Outputs per example (1 for regression)."""
+        return 1 if self.task.is_regression else self.task.num_labels
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns: the metrics (as in metrics.json), the student and the run directory.
+
+    Usage: ``result = distill(recipe); result.student(**result.tokenizer("good", return_tensors="pt"))``
+    """
+
+    metrics: dict[str, Any]
+    student: nn.Module
+    tokenizer: Any
+    run: RunDir
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def plan_distillation(recipe: DistillRecipe) -> DistillPlan:
+    """Load data, teachers and student and build each stage's objectives; UserError on any bad input.
+
+    Usage: ``plan = plan_distillation(load_recipe("demo", DistillRecipe))``
+    """
+    section, seed = recipe.distill, recipe.train.seed
+    names = section.teacher_names()
+    teacher_class(len(names), section.teacher_kind)
+    if section.feature_teacher >= len(names):
+        raise UserError(f"feature_teacher {section.feature_teacher} is not a teacher index; use 0..{len(names) - 1}")
+    task = load_task(recipe)
+    set_seed(seed)  # preset teachers and students start from seeded random weights
+    members = [load_teacher_member(name, task, **section.teacher_args) for name in names]
+    for member in members[1:]:
+        if not same_tokenizer(members[0].tokenizer, member.tokenizer):
+            raise UserError(f"ensemble teachers '{members[0].name}' and '{member.name}' tokenize differently; "
+                            "use teachers that share a tokenizer")
+    feature_member = members[section.feature_teacher]
+    set_seed(seed)
+    student, tokenizer = build_student(section.student_init, StudentRequest(
+        recipe.model.name, task, feature_member.model, feature_member.tokenizer, section.student_layers,
+        recipe.model.args))
+    max_length = recipe.data.max_length
+    teacher_collate = make_collate(task, feature_member.tokenizer, max_length)
+    separate = not same_tokenizer(tokenizer, feature_member.tokenizer)
+    collate = DistillCollate(make_collate(task, tokenizer, max_length), teacher_collate if separate else None)
+    sample = IndexedExamples(task.dev)
+    samples = split_batch(collate([sample[i] for i in range(min(SAMPLE_SIZE, len(sample)))]))[:2]
+    stages = [plan_stage(position, stage, recipe, task, (student, feature_member.model), samples, separate)
+              for position, stage in enumerate(section.stage_list())]
+    augmented = task.modality == "image" and recipe.data.augment
+    experiment = Experiment(recipe, dataclasses.replace(task, train=IndexedExamples(task.train)), student,
+                            tokenizer, collate)
+    return DistillPlan(recipe, task, members, experiment, teacher_collate, stages,
+                       section.cache_teacher_outputs and not augmented)
+
+
+def plan_stage(position: int, stage: StageSection, recipe: DistillRecipe, task: TaskData,
+               models: tuple[nn.Module, nn.Module], samples: tuple[dict, dict], separate: bool) -> Stage:
+    """One stage's KD loss and intermediate terms, sized on sample inputs of (student, teacher) ``models``.
+
+    Usage: ``plan_stage(0, recipe.distill.stage_list()[0], recipe, task, (student, teacher), samples, False)``
+    """
+    set_seed(recipe.train.seed + position)  # each stage's projections and critics start the same on every run
+    kd = None
+    if stage.kd is not None and stage.kd.weight > 0:
+        kd = prediction_loss(stage.kd.loss, stage.kd.temperature, 1 if task.is_regression else task.num_labels)
+    terms = [build_term(entry, stage.reduction, *models, *samples) for entry in stage.intermediate]
+    for entry, term in zip(stage.intermediate, terms):
+        if separate and not alignment_free(term.objective):
+            raise UserError(f"teacher and student tokenize differently, so '{entry.loss}' cannot compare token "
+                            "positions; use pkd or mi with the mlp critic, or a student with the teacher's tokenizer")
+    if kd is None and stage.hard_weight == 0 and not terms:
+        raise UserError(f"stage '{stage.name}' has no objective; give it kd, hard_weight or intermediate entries")
+    folder = f"{position + 1}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', stage.name)}"
+    return Stage(stage, apply_overrides(recipe.train, stage.train), kd, terms, folder)
+
+
+# --------------------------------------------------------------------------------------------- teacher
+def teacher_folder(run: RunDir, index: int, count: int) -> Path:
+    """``RUN/teacher`` (or ``RUN/teacher-<n>`` per ensemble member) where a teacher is fine-tuned.
+
+    Usage: ``teacher_folder(run, 0, 1)  # RUN/teacher``
+    """
+    return run / ("teacher" if count == 1 else f"teacher-{index + 1}")
+
+
+def _phase_recipe(plan: DistillPlan, member: TeacherMember, folder: Path) -> Recipe:
+    recipe = plan.recipe
+    return Recipe(model=ModelSection(name=member.source, args=recipe.distill.teacher_args), data=recipe.data,
+                  train=apply_overrides(recipe.train, recipe.distill.teacher_train), output_dir=str(folder))
+
+
+def _comparable(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: {kk: vv for kk, vv in v.items() if (k, kk) not in PHASE_IGNORED} if isinstance(v, dict) else v
+            for k, v in tree.items() if (k,) not in PHASE_IGNORED}
+
+
+def finetune_teacher(plan: DistillPlan, member: TeacherMember, folder: Path) -> dict[str, Any]:
+    """Fine-tune ``member`` on the task into ``folder`` (a ``shrink train`` run), or reuse a finished one
+    with the same recipe; continue an interrupted one. Returns the phase's metrics and loads the result.
+
+    Usage: ``metrics = finetune_teacher(plan, plan.members[0], run / "teacher")``
+    """
+    recipe = _phase_recipe(plan, member, folder)
+    saved = folder / "recipe.yaml"
+    same = saved.is_file() and _comparable(read_yaml(saved)) == _comparable(recipe.model_dump(mode="json"))
+    if same and RunDir(folder).is_complete():
+        process_state().print(f"teacher phase: reusing the fine-tuned teacher in {folder}")
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    else:
+        process_state().print(f"teacher phase: fine-tuning '{member.name}' on {plan.task.name} into {folder}")
+        experiment = Experiment(recipe, plan.task, member.model, member.tokenizer, plan.teacher_collate)
+        # An unfinished phase with this recipe continues from its last checkpoint; any other is replaced.
+        metrics = train_and_report(experiment, resume=same, overwrite=not same)
+    process_state().wait_for_everyone()
+    member.model, member.trained = load_model(folder / "model"), True
+    return metrics
+
+
+@torch.no_grad()
+def teacher_dev_metrics(plan: DistillPlan, teacher: Teacher) -> dict[str, float]:
+    """The teacher's (ensemble's) dev metrics. Usage: ``teacher_dev_metrics(plan, teacher)["accuracy"]``."""
+    accelerator = make_accelerator(plan.recipe.train)
+    teacher.to(accelerator.device)
+    loader = DataLoader(plan.task.dev, batch_size=plan.recipe.train.eval_batch_size or 64, shuffle=False,
+                        collate_fn=plan.teacher_collate)
+    return evaluate_model(teacher, accelerator.prepare(loader), plan.task.metrics, accelerator=accelerator)
+
+
+def cached_teacher_logits(plan: DistillPlan, teacher: Teacher, run: RunDir) -> torch.Tensor:
+    """The teacher's logits over the training set, from ``RUN/teacher_logits.safetensors`` or computed once.
+
+    Usage: ``logits = cached_teacher_logits(plan, teacher, run)  # [len(train), num_labels]``
+    """
+    path = run / TEACHER_LOGITS_FILE
+    # what the logits depend on: the teachers, the data and its sampling
+    source = json.dumps({"teachers": [m.name for m in plan.members], "data": plan.recipe.data.model_dump(mode="json"),
+                         "seed": plan.recipe.train.seed}, sort_keys=True)
+    if path.is_file():
+        with safetensors.safe_open(str(path), "pt") as saved:
+            if (saved.metadata() or {}).get("source") == source:
+                return saved.get_tensor("logits")
+    accelerator = make_accelerator(plan.recipe.train)
+    logits = teacher_logits(teacher, plan.task.train, plan.student.collate, plan.recipe.train.eval_batch_size or 64,
+                            accelerator.device, progress=plan.recipe.train.progress)
+    if accelerator.is_main_process:
+        atomic_write_bytes(path, safetensors.torch.save({"logits": logits.contiguous()}, metadata={"source": source}))
+    return logits
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def run_stage(plan: DistillPlan, stage: Stage, teacher: Teacher, cache: torch.Tensor | None, run: RunDir,
+              resume: bool) -> dict[str, Any]:
+    """Train the student through one stage (or reuse the finished stage); returns the stage's metrics.
+
+    Usage: ``run_stage(plan, plan.stages[0], teacher, None, run, resume=False)["best"]``
+    """
+    folder = run / STAGES_DIR / stage.folder
+    if (folder / STAGE_RESULT).is_file():
+        process_state().print(f"stage {stage.folder}: finished earlier, reusing it")
+        plan.student.model = load_model(folder / STAGE_FINAL)
+        return json.loads((folder / STAGE_RESULT).read_text(encoding="utf-8"))
+    experiment = dataclasses.replace(plan.student, recipe=plan.recipe.model_copy(update={"train": stage.config}))
+    section = stage.section
+    step = DistillStep(experiment.model, teacher, kd=stage.kd, terms=stage.terms, num_labels=plan.num_labels,
+                       kd_weight=section.kd.weight if section.kd else 0.0, hard_weight=section.hard_weight,
+                       cached_logits=cache if stage.uses_cache else None)
+    trains_params = any(p.requires_grad for p in step.parameters())
+    process_state().print(f"stage {stage.folder}: {describe_stage(stage)}")
+    try:
+        # A step without parameters goes in as a function: nothing of it to train or checkpoint.
+        result = fit(experiment, RunDir(folder), resume, step=step if trains_params else step.forward)
+    finally:
+        step.close()
+    metrics = {"stage": section.name, "best": result.best, "best_epoch": result.best_epoch, "final": result.final,
+               "steps": result.steps, "train_seconds": result.train_seconds, "loss_terms": step.terms_seen.means(),
+               "mi_k": step.mi_k, "teacher_outputs": step.teacher_outputs,
+               "pairs": {f"{i}:{term.name}": term.objective.num_terms for i, term in enumerate(stage.terms)},
+               "history": result.history}
+    if process_state().is_main_process:
+        with atomic_dir(folder / STAGE_FINAL) as tmp:
+            experiment.save(experiment.model, tmp)
+        atomic_write_json(folder / STAGE_RESULT, metrics)
+    process_state().wait_for_everyone()
+    return metrics
+
+
+def describe_stage(stage: Stage) -> str:
+    """One line naming a stage's objectives. Usage: ``describe_stage(plan.stages[0])``."""
+    section = stage.section
+    parts = []
+    if stage.kd is not None and section.kd is not None:
+        parts.append(f"{section.kd.weight:g}*kd[{stage.kd.name}, T={stage.kd.temperature:g}]")
+    parts += [f"{entry.weight:g}*{term.name}[{term.objective.layer_map.pairs}]"
+              for entry, term in zip(section.intermediate, stage.terms)]
+    parts += [f"{section.hard_weight:g}*hard"] if section.hard_weight else []
+    return " + ".join(parts) + f"; {stage.config.epochs:g} epochs"
+
+
+# ----------------------------------------------------------------------------------------------- run
+@contextmanager
+def keeping_teachers(path: Path, overwrite: bool) -> Iterator[None]:
+    """Carry fine-tuned teacher folders across ``--overwrite`` (their recipes are checked before reuse).
+
+    Usage: ``with keeping_teachers(Path("runs/x"), overwrite=True): RunDir.create("runs/x", overwrite=True)``
+    """
+    kept = sorted(p for p in path.glob("teacher*") if p.is_dir()) if overwrite and path.is_dir() else []
+    parked = [path.parent / f".{path.name}.{folder.name}.kept" for folder in kept]
+    for folder, park in zip(kept, parked):
+        shutil.rmtree(park, ignore_errors=True)
+        os.replace(folder, park)
+    try:
+        yield
+    finally:
+        for folder, park in zip(kept, parked):
+            path.mkdir(parents=True, exist_ok=True)
+            if not folder.exists():
+                os.replace(park, folder)
+
+
+def open_distill_run(recipe: DistillRecipe, resume: bool, overwrite: bool) -> RunDir:
+    """Create or reopen the run directory (default ``runs/distill-<student>-<dataset>``), keeping teachers.
+
+    Usage: ``run = open_distill_run(recipe, resume=False, overwrite=True)``
+    """
+    if recipe.output_dir is None:
+        student = recipe.model.name or f"{recipe.distill.teacher_names()[0]}-copy"
+        recipe.output_dir = default_output_dir(recipe.model_copy(update={"model": ModelSection(name=student)}),
+                                               "distill")
+    state = process_state()
+    with keeping_teachers(Path(recipe.output_dir), overwrite and not resume and state.is_main_process):
+        run = open_run(recipe, "distill", resume, overwrite)
+    state.wait_for_everyone()  # every process sees the kept teachers before deciding to reuse them
+    return run
+
+
+def distill(recipe: DistillRecipe, resume: bool = False, overwrite: bool = False) -> DistillResult:
+    """The whole ``distill`` command: plan, teacher phase, teacher outputs, stages, measurements, report.
+
+    Usage: ``distill(load_recipe("demo", DistillRecipe), overwrite=True).metrics["student_dev"]``
+    """
+    plan = plan_distillation(recipe)
+    run = open_distill_run(recipe, resume, overwrite)
+    phases = {}
+    for index, member in enumerate(plan.members):
+        if not member.trained:
+            phases[member.name] = finetune_teacher(plan, member, teacher_folder(run, index, len(plan.members)))
+    section = recipe.distill
+    teacher = build_teacher([m.model for m in plan.members], section.teacher_kind, section.feature_teacher)
+    if section.student_init == "from_teacher" and phases:
+        copy_teacher_layers(plan.student.model, teacher.feature_model)  # from the fine-tuned teacher
+    teacher_dev = teacher_dev_metrics(plan, teacher)
+    if process_state().is_main_process:
+        print_table("teacher", [{"teacher": ",".join(m.name for m in plan.members),
+                                 **{f"dev {k}": v for k, v in teacher_dev.items()}}])
+    needs_cache = plan.cache_outputs and any(stage.uses_cache for stage in plan.stages)
+    cache = cached_teacher_logits(plan, teacher, run) if needs_cache else None
+    stage_metrics = [run_stage(plan, stage, teacher, cache, run, resume) for stage in plan.stages]
+    best = run / STAGES_DIR / plan.stages[-1].folder / STAGE_BEST
+    student = load_model(best) if best.is_dir() else plan.student.model.cpu()
+    if not process_state().is_main_process:  # the main process measures and writes the results
+        return DistillResult({}, student, plan.student.tokenizer, run)
+    with atomic_dir(run / "model") as folder:
+        plan.student.save(student, folder)
+    metrics = report(plan, run, teacher.cpu(), student, teacher_dev, phases, stage_metrics)
+    return DistillResult(metrics, student, plan.student.tokenizer, run)
+
+
+def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module, teacher_dev: dict[str, float],
+           phases: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Measure both models, export ONNX if asked, print the table, write metrics.json and report.md.
+
+    Usage: ``metrics = report(plan, run, teacher, student, teacher_dev, phases={}, stages=stage_metrics)``
+    """
+    recipe, primary = plan.recipe, plan.task.metrics[0]
+    student_dev = stages[-1]["best"]
+    figures = {"teacher": model_figures(plan.student, teacher), "student": model_figures(plan.student, student)}
+    figures["student"]["model_bytes"] = size_on_disk(run / "model")
+    retention = student_dev[primary] / teacher_dev[primary] if teacher_dev.get(primary) else None
+    ks = [stage["mi_k"] for stage in stages if stage.get("mi_k")]
+    metrics: dict[str, Any] = {
+        "command": "distill", "teacher": [m.name for m in plan.members], "student": recipe.model.name,
+        "student_init": recipe.distill.student_init, "dataset": plan.task.name, "primary_metric": primary,
+        "teacher_dev": teacher_dev, "student_dev": student_dev, "retention": retention,
+        "mi_k": max(ks) if ks else None, "teacher_phase": phases, "teacher_figures": figures["teacher"],
+        "student_figures": figures["student"], "stages": stages,
+    }
+    if recipe.distill.export_onnx:
+        metrics["onnx"] = export_student(plan, student, run)
+    rows = [_row(role, name, dev, figures[role]) for role, name, dev in (
+        ("teacher", ",".join(m.name for m in plan.members), teacher_dev),
+        ("student", recipe.model.name or f"{recipe.distill.student_init} copy", student_dev))]
+    rows[1]["retention"] = retention
+    stage_rows = [{"stage": s["stage"], "steps": s["steps"], "best epoch": s["best_epoch"], "MI K": s["mi_k"],
+                   "teacher outputs": s["teacher_outputs"], **{f"dev {k}": v for k, v in s["best"].items()},
+                   **{f"loss {k}": v for k, v in s["loss_terms"].items()}} for s in stages]
+    print_table("distillation stages", stage_rows)
+    print_table(f"distill: {run.path}", rows)
+    text = (f"# distill\n\nRun: `{run.path}`\n\nTeacher {', '.join(metrics['teacher'])} -> student "
+            f"{rows[1]['model']} on {plan.task.name}; retention = student / teacher {primary}.\n\n"
+            f"## Result\n\n{markdown_table(rows)}\n## Stages\n\n{markdown_table(stage_rows)}")
+    run.finish(metrics, text)
+    return metrics
+
+
+def _row(role: str, name: str, dev: dict[str, float], figures: dict[str, Any]) -> dict[str, Any]:
+    latency, size = figures["latency"], figures.get("model_bytes")
+    return {"role": role, "model": name, **{f"dev {k}": v for k, v in dev.items()}, "params": figures["params"],
+            "MACs": figures["macs"], "MB on disk": None if size is None else size / 1e6,
+            **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}}
+
+
+def export_student(plan: DistillPlan, student: nn.Module, run: RunDir) -> dict[str, Any]:
+    """Export the student to ``RUN/model.onnx`` (validated against PyTorch). Usage: ``export_student(plan, m, run)``."""
+    from shrink.deploy_cli import TaskView
+    from shrink.export import export_onnx
+
+    view = TaskView(plan.task, plan.recipe.data.max_length, plan.student.tokenizer, plan.recipe.train.seed)
+    exported = export_onnx(student, run / "model.onnx", example_batch=view.sample_batch(8), tokenizer=view.tokenizer,
+                           label_names=plan.task.label_names, deploy_info=view.deploy_info())
+    return exported.to_dict()
+
+
+__all__ = [
+    "DistillPlan",
+    "DistillResult",
+    "Stage",
+    "cached_teacher_logits",
+    "describe_stage",
+    "distill",
+    "export_student",
+    "finetune_teacher",
+    "keeping_teachers",
+    "open_distill_run",
+    "plan_distillation",
+    "plan_stage",
+    "report",
+    "run_stage",
+    "teacher_dev_metrics",
+    "teacher_folder",
+]
