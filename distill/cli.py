@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from shrink.cli import _quiet_libraries
+from shrink.cli import quiet_libraries
 from shrink.cliargs import add_training_flags, recipe_overrides
 from shrink.errors import cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from distill.run import distill
 
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     recipe = recipe_from_args(args)
     distill(recipe, resume=args.resume, overwrite=args.overwrite or (args.demo and not args.resume))
     return 0

@@ -76,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shrink`` console script. Usage: ``main(["train", "--recipe", "demo"])``."""
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     return args.func(args)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Our own progress bar and tables are the output; the libraries' per-file bars are noise."""
     from transformers.utils import logging as hf_logging
 

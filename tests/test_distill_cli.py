@@ -18,12 +18,6 @@ TINY = ["--recipe", "demo", "--teacher", "bert-tiny", "--max-train-samples", "48
         "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1", "--max-length", "16", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_tiny(out, *extra):

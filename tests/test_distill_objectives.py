@@ -30,14 +30,6 @@ from distill.objectives import (
 from shrink.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and other test files run beside this one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gaussian_pair(gen, k=32, d=4, rho=0.5):
