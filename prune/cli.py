@@ -1,0 +1,297 @@
+"""The ``prune`` command: a trained network in, a physically smaller one out, with accuracy before and after.
+
+Stages (each saved in the run directory and reused by ``--resume``): the base model (``RUN/base``, trained
+first unless ``--base-model`` is given); for ``--method metanet`` the metanetwork (``--metanet``, or meta-trained
+into ``RUN/metanet`` from ``RUN/collection``), the lightly pruned target (``RUN/light``) and its transformed,
+finetuned version (``RUN/transformed``); then pruning to the target with the named criterion, finetuning
+(optionally with KD from the base model) into ``RUN/model``, the measurements, ``metrics.json``,
+``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``.
+``prune metatrain`` runs only the metanetwork stage.
+
+Usage::
+
+    prune --model resnet56 --dataset cifar10 --data-dir data/cifar-10-batches-py --speedup 2.5 --method group-l2
+    prune --recipe resnet56-cifar10 --data-dir data/cifar-10-batches-py --method metanet
+    prune metatrain --recipe resnet56-cifar10 --data-dir data/cifar-10-batches-py --out runs/meta
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from prune.config import PruneRecipe
+from prune.graph import network_to_graph
+from prune.importance import CRITERIA
+from prune.metanet import MetaNetwork, apply_metanet, load_metanet
+from prune.metatrain import example_input, light_prune, train_metanet
+from prune.pruner import PruneResult, finetune, prune_model
+from shrink.bench import count_macs, count_parameters, size_on_disk
+from shrink.cli import quiet_libraries
+from shrink.cliargs import add_training_flags, recipe_overrides
+from shrink.errors import cli_entry
+from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
+from shrink.models import load_model, save_model
+from shrink.recipe import load_recipe
+from shrink.report import markdown_table, print_table
+from shrink.runs import RunDir, atomic_write_json
+from shrink.train import evaluate_model, forward_logits, supervised_loss
+
+PRUNE_INFO = "prune.json"
+PLOT_FILE = "accuracy_vs_speedup.png"
+
+# flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
+PRUNE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "method": ("prune.method", str, f"importance criterion: {', '.join(CRITERIA.names())}"),
+    "speedup": ("prune.speedup", float, "target MACs speed-up over the base model (default 2.0)"),
+    "param_ratio": ("prune.param_ratio", float, "target parameter ratio base / pruned (instead of --speedup)"),
+    "protect": ("prune.protect", str, "comma-separated layers never pruned (the classifier always is protected)"),
+    "iterative_steps": ("prune.iterative_steps", int, "each step prunes 1/N of the channels, globally ranked"),
+    "base_model": ("prune.base_model", str, "a trained model folder (default: train --model first)"),
+    "metanet": ("prune.metanet", str, "a saved metanetwork folder (default for --method metanet: meta-train one)"),
+    "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
+    "finetune_lr": ("prune.finetune.lr", float, "finetuning learning rate after pruning"),
+    "kd_weight": ("prune.kd_weight", float, "weight of KD from the unpruned model while finetuning (0: none)"),
+    "data_models": ("prune.meta.data_models", int, "networks trained for meta-training (last held out)"),
+    "meta_epochs": ("prune.meta.epochs", int, "meta-training epochs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``prune``. Usage: ``build_parser().parse_args(["--speedup", "2"])``."""
+    parser = argparse.ArgumentParser(prog="prune", description="Structured pruning to a MACs speed-up with "
+                                     "Torch-Pruning; --method metanet first applies a graph metanetwork. "
+                                     "'prune metatrain ...' only meta-trains the metanetwork.")
+    add_training_flags(parser)
+    for dest, (key, kind, text) in PRUNE_FLAGS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+    parser.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
+    return parser
+
+
+def recipe_from_args(args: argparse.Namespace) -> PruneRecipe:
+    """The validated PruneRecipe: the recipe file (or defaults), then the flags.
+
+    Usage: ``recipe_from_args(build_parser().parse_args(["--model", "resnet20", "--speedup", "2"]))``
+    """
+    overrides = recipe_overrides(args)
+    for dest, (key, _, _) in PRUNE_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            overrides[key] = [name.strip() for name in value.split(",") if name.strip()] if dest == "protect" else value
+    if args.export_onnx:
+        overrides["prune.export_onnx"] = True
+    return load_recipe(args.recipe, PruneRecipe, overrides)
+
+
+# ------------------------------------------------------------------------------------------- stages
+def cached(folder: Path, make: Callable[[], nn.Module], log: Callable[[str], None] = print) -> nn.Module:
+    """The model saved in ``folder`` by an earlier run, or ``make()`` saved there now.
+
+    Usage: ``base = cached(run / "base", lambda: train_base(experiment))``
+    """
+    if folder.is_dir():
+        log(f"{folder.name}: reusing the saved model")
+        return load_model(folder).eval()
+    model = make()
+    save_model(model, folder)
+    return model.eval()
+
+
+def trained_model(experiment: Experiment) -> nn.Module:
+    """Train the experiment's model with ``train:`` (last epoch kept). Usage: ``trained_model(experiment)``."""
+    fit(experiment, None)
+    return experiment.model
+
+
+def metanet_for(recipe: PruneRecipe, experiment: Experiment, run: RunDir) -> MetaNetwork:
+    """The given metanetwork, the one meta-trained earlier in this run, or a freshly meta-trained one."""
+    if recipe.prune.metanet:
+        return load_metanet(recipe.prune.metanet)
+    if (run / "metanet").is_dir():
+        return load_metanet(run / "metanet")
+    return train_metanet(recipe, experiment, run.path)
+
+
+def transformed_start(recipe: PruneRecipe, experiment: Experiment, run: RunDir, base: nn.Module) -> nn.Module:
+    """Spec steps 4-6: light prune + finetune, one metanetwork forward, finetune."""
+    metanet = metanet_for(recipe, experiment, run)
+    light = cached(run / "light", lambda: light_prune(experiment, copy.deepcopy(base), recipe))
+
+    def transform() -> nn.Module:
+        moved = apply_metanet(metanet, light, example_input(experiment))
+        finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train))
+        return moved
+
+    return cached(run / "transformed", transform)
+
+
+def gradient_fn(experiment: Experiment) -> Callable[[nn.Module], None]:
+    """A backward pass of the CE on the first training batch (for gradient criteria such as taylor)."""
+    loader = DataLoader(experiment.task.train, batch_size=experiment.recipe.train.batch_size,
+                        collate_fn=experiment.collate)
+    batch = next(iter(loader))
+
+    def backward(model: nn.Module) -> None:
+        supervised_loss(forward_logits(model, batch), batch["labels"]).backward()
+
+    return backward
+
+
+def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[nn.Module, dict], None]:
+    """Adds the dev metric (no finetuning) to the pruning steps that cross ``points`` evenly spaced ratios."""
+    marks = [1 + (target - 1) * (index + 1) / points for index in range(points)]
+    metric = experiment.task.metrics[0]
+
+    def hook(model: nn.Module, entry: dict) -> None:
+        reached = entry["speedup"] if "speedup" in experiment.recipe.prune.target() else entry["param_ratio"]
+        if marks and reached >= marks[0]:
+            while marks and reached >= marks[0]:
+                marks.pop(0)
+            entry[metric] = evaluate_model(model, experiment.dev_loader(), experiment.task.metrics)[metric]
+
+    return hook
+
+
+def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Module, base: nn.Module,
+                       base_counts: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune a copy of ``start`` to the target (relative to the base) and finetune it; the pruning record."""
+    section = recipe.prune
+    pruned = copy.deepcopy(start)
+    target = section.target()
+    needs_grad = CRITERIA.get(section.method).needs_grad
+    result: PruneResult = prune_model(
+        pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
+        iterative_steps=section.iterative_steps, grad_fn=gradient_fn(experiment) if needs_grad else None,
+        base=base_counts, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
+    )
+    before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
+    trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
+                       kd_weight=section.kd_weight, temperature=section.kd_temperature)
+    return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
+
+
+def pruned_model(recipe: PruneRecipe, experiment: Experiment, run: RunDir, start: nn.Module, base: nn.Module,
+                 base_counts: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
+    """``RUN/model`` and its pruning record (``RUN/prune.json``), reused when both were saved earlier."""
+    if (run / "model").is_dir() and (run / PRUNE_INFO).exists():
+        print("model: reusing the saved pruned model")
+        return load_model(run / "model").eval(), json.loads((run / PRUNE_INFO).read_text())
+    model, info = prune_and_finetune(recipe, experiment, start, base, base_counts)
+    save_model(model, run / "model")
+    atomic_write_json(run / PRUNE_INFO, info)
+    return model.eval(), info
+
+
+# ------------------------------------------------------------------------------------------ results
+def plot_curve(path: Path, history: Sequence[dict[str, Any]], metric: str, base_score: float,
+               final: tuple[float, float]) -> None:
+    """Dev metric against speed-up while pruning (no finetuning), the base and the finetuned result."""
+    from matplotlib.figure import Figure
+
+    points = [(entry["speedup"], entry[metric]) for entry in history if metric in entry]
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    axes.plot([1.0, *(x for x, _ in points)], [base_score, *(y for _, y in points)], marker="o",
+              label="pruned, before finetuning")
+    axes.scatter([final[0]], [final[1]], color="tab:red", zorder=3, label="pruned + finetuned")
+    axes.axhline(base_score, color="gray", linestyle="--", label="base")
+    axes.set_xlabel("MACs speed-up (base / pruned)")
+    axes.set_ylabel(f"dev {metric}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def export(recipe: PruneRecipe, experiment: Experiment, model: nn.Module, run: RunDir) -> dict[str, Any]:
+    """Export the pruned model to ``RUN/model.onnx`` (checked against PyTorch)."""
+    from shrink.deploy_cli import TaskView
+    from shrink.export import export_onnx
+
+    view = TaskView(experiment.task, recipe.data.max_length, None, recipe.train.seed)
+    return export_onnx(model, run / "model.onnx", example_batch=view.sample_batch(8),
+                       label_names=experiment.task.label_names, deploy_info=view.deploy_info()).to_dict()
+
+
+def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dict[str, nn.Module],
+           info: dict[str, Any]) -> dict[str, Any]:
+    """Measure the base and pruned models; print the table; write metrics.json, report.md and the plot."""
+    metric = experiment.task.metrics[0]
+    rows, figures = [], {}
+    for role, model in models.items():
+        dev = evaluate_model(model, experiment.dev_loader(), experiment.task.metrics)
+        figures[role] = {"dev": dev, **model_figures(experiment, model)}
+        latency = figures[role]["latency"]
+        rows.append({"model": role, **{f"dev {k}": v for k, v in dev.items()}, "params": figures[role]["params"],
+                     "MACs": figures[role]["macs"], **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}})
+    figures["pruned"]["model_bytes"] = size_on_disk(run / "model")
+    speedup = figures["base"]["macs"] / figures["pruned"]["macs"]
+    rows[-1]["speedup"] = speedup
+    plot_curve(run / PLOT_FILE, info["prune"]["history"], metric, figures["base"]["dev"][metric],
+               (speedup, figures["pruned"]["dev"][metric]))
+    metrics: dict[str, Any] = {
+        "command": "prune", "model": recipe.prune.base_model or recipe.model.name, "dataset": experiment.task.name,
+        "method": CRITERIA.canonical(recipe.prune.method), "target": recipe.prune.target(),
+        "primary_metric": metric, "speedup": speedup,
+        "param_ratio": figures["base"]["params"] / figures["pruned"]["params"],
+        "latency_speedup": {b: figures["base"]["latency"][b]["median_ms"] / v["median_ms"]
+                            for b, v in figures["pruned"]["latency"].items()},
+        "base": figures["base"], "pruned": figures["pruned"], **info,
+    }
+    if recipe.prune.export_onnx:
+        metrics["onnx"] = export(recipe, experiment, models["pruned"], run)
+    print_table(f"prune ({metrics['method']}): {run.path}", rows)
+    text = (f"# prune\n\nRun: `{run.path}`\n\n{metrics['model']} on {experiment.task.name}, method "
+            f"`{metrics['method']}`, target {metrics['target']}; speed-up = base MACs / pruned MACs.\n\n"
+            f"## Result\n\n{markdown_table(rows)}\n![accuracy against speed-up]({PLOT_FILE})\n")
+    run.finish(metrics, text)
+    return metrics
+
+
+def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False, only_metanet: bool = False
+              ) -> dict[str, Any]:
+    """The whole ``prune`` command (or ``prune metatrain`` with ``only_metanet``); returns metrics.json's content.
+
+    Usage: ``run_prune(load_recipe("resnet56-cifar10", PruneRecipe))``
+    """
+    uses_metanet = only_metanet or CRITERIA.get(recipe.prune.method).uses_metanet
+    experiment = prepare_experiment(recipe, model_name=recipe.prune.base_model)
+    if uses_metanet:  # refuse a network the graph cannot read, or a bad metanetwork folder, before any work
+        network_to_graph(experiment.model, example_input(experiment))
+        if recipe.prune.metanet:
+            load_metanet(recipe.prune.metanet)
+    run = open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite)
+    if only_metanet:
+        metanet_for(recipe, experiment, run)
+        metrics = {"command": "prune metatrain", "metanet": str(run / "metanet")}
+        run.finish(metrics, f"# prune metatrain\n\nMetanetwork: `{run / 'metanet'}`\n")
+        return metrics
+    if recipe.prune.base_model:
+        base = experiment.model.eval()
+    else:
+        base = cached(run / "base", lambda: trained_model(experiment))
+    base_counts = (count_macs(base, example_input(experiment)), count_parameters(base))
+    start = transformed_start(recipe, experiment, run, base) if uses_metanet else base
+    pruned, info = pruned_model(recipe, experiment, run, start, base, base_counts)
+    return report(recipe, experiment, run, {"base": base, "pruned": pruned}, info)
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prune`` console script. Usage: ``main(["--model", "resnet20", "--speedup", "2"])``."""
+    words = list(argv if argv is not None else sys.argv[1:])
+    only_metanet = bool(words) and words[0] == "metatrain"
+    args = build_parser().parse_args(words[1:] if only_metanet else words)
+    quiet_libraries()
+    recipe = recipe_from_args(args)
+    run_prune(recipe, resume=args.resume, overwrite=args.overwrite, only_metanet=only_metanet)
+    return 0
+
+
+__all__ = ["PRUNE_FLAGS", "build_parser", "main", "recipe_from_args", "run_prune"]

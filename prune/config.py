@@ -1,0 +1,108 @@
+"""The ``prune:`` recipe section: what to prune to, by which criterion, how to finetune, how to meta-train.
+
+A prune recipe is a ``shrink train`` recipe (``model:``, ``data:``, ``train:``, the latter for the base model
+when none is given) plus ``prune:``. Finetuning phases override the epochs and learning rate of ``train:``.
+
+Usage::
+
+    recipe = load_recipe("resnet56-cifar10", PruneRecipe, overrides={"prune.speedup": 2.5})
+    recipe.prune.method, recipe.prune.meta.data_models
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from shrink.recipe import Recipe, Section, TrainConfig
+
+DEFAULT_SPEEDUP = 2.0
+
+
+class Phase(Section):
+    """A training phase as overrides of ``train:`` (None keeps the recipe's value).
+
+    Usage: ``Phase(epochs=80, lr=0.01).apply(recipe.train)``
+    """
+
+    epochs: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+
+    def apply(self, base: TrainConfig) -> TrainConfig:
+        """``base`` with this phase's epochs / lr."""
+        return base.model_copy(update={key: value for key, value in self.model_dump().items() if value is not None})
+
+
+class MetaSection(Section):
+    """Meta-training: the collection of data models, the metanetwork's shape and its optimisation.
+
+    ``data_models`` are trained from scratch (seeds after the recipe's), lightly pruned to ``light_speedup``
+    and finetuned; the last ``held_out`` of them only judge the epochs. ``val_fraction`` of the training
+    split is held back for that judgement (the dev/test split is never used).
+    """
+
+    data_models: int = Field(4, ge=2)
+    held_out: int = Field(1, ge=1)
+    light_speedup: float = Field(1.32, gt=1)
+    light_finetune: Phase = Field(default_factory=Phase)
+    epochs: int = Field(100, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    milestones: list[int] = Field(default_factory=lambda: [3])
+    reg: float = Field(10.0, ge=0)
+    alpha: float = Field(16.0, ge=1)
+    hidden: int = Field(64, gt=0)
+    layers: int = Field(8, gt=0)
+    rho: float = Field(0.01, gt=0)
+    batches_per_step: int | None = Field(None, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _some_left_to_train(self) -> MetaSection:
+        if self.held_out >= self.data_models:
+            raise ValueError(f"held_out ({self.held_out}) must be below data_models ({self.data_models})")
+        return self
+
+
+class PruneSection(Section):
+    """What ``prune`` does. ``base_model``: a trained model folder (None: train ``model:`` first);
+    ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run)."""
+
+    method: str = "group-l2"
+    speedup: float | None = Field(None, gt=1)
+    param_ratio: float | None = Field(None, gt=1)
+    iterative_steps: int = Field(200, gt=0)
+    protect: list[str] = Field(default_factory=list)
+    base_model: str | None = None
+    metanet: str | None = None
+    metanet_finetune: Phase = Field(default_factory=Phase)
+    finetune: Phase = Field(default_factory=Phase)
+    kd_weight: float = Field(0.0, ge=0, le=1)
+    kd_temperature: float = Field(4.0, gt=0)
+    curve_points: int = Field(8, ge=0)
+    export_onnx: bool = False
+    meta: MetaSection = Field(default_factory=MetaSection)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneSection:
+        if self.speedup is not None and self.param_ratio is not None:
+            raise ValueError("give one target: speedup (MACs ratio) or param_ratio, not both")
+        return self
+
+    def target(self) -> dict[str, float]:
+        """The pruning target as ``prune_model`` keywords (a 2x MACs speed-up when none is given).
+
+        Usage: ``prune_model(model, x, **section.target())``
+        """
+        if self.param_ratio is not None:
+            return {"param_ratio": self.param_ratio}
+        return {"speedup": self.speedup or DEFAULT_SPEEDUP}
+
+
+class PruneRecipe(Recipe):
+    """A recipe for ``prune``: ``model:`` is the network (or ``prune.base_model``), ``prune:`` the method.
+
+    Usage: ``load_recipe("resnet56-cifar10", PruneRecipe).prune.speedup``
+    """
+
+    prune: PruneSection = Field(default_factory=PruneSection)
+
+
+__all__ = ["MetaSection", "Phase", "PruneRecipe", "PruneSection"]

@@ -1,0 +1,346 @@
+"""Meta-training: teach the metanetwork to make networks easier to prune without losing accuracy.
+
+One meta-step on one data model (metapruning spec section 4): the metanetwork maps the model's graph to new
+weights ``W``; the task loss (cross-entropy summed over training batches, through ``functional_call`` with
+the BN running statistics of the original) plus DepGraph's group-norm regulariser
+``R = reg / 2 * sum_c gamma_c * ||w_c||^2`` (``gamma_c`` up to ``alpha`` times larger for weak channels)
+is differentiated with respect to ``W`` held as detached leaves, accumulated over all batches, and chained
+into the metanetwork with one backward pass (same gradient as back-propagating each batch, flat memory).
+
+After each meta-epoch the metanetwork is judged on held-out data models: transformed, pruned to a target
+speed-up without finetuning, and evaluated on a validation split of the *training* data. The best epoch's
+weights are kept and saved with safetensors.
+
+Usage::
+
+    collection = [DataModel.from_model(m, example) for m in trained_models]
+    result = meta_train(metanet, collection[:-1], collection[-1:], train_batches, val_batches,
+                        MetaTrainConfig(epochs=20), save_dir="runs/meta/metanet")
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from prune.config import DEFAULT_SPEEDUP, PruneRecipe
+from prune.graph import NetworkGraph, graph_params, network_to_graph
+from prune.metanet import MetaNetwork, apply_metanet, save_metanet
+from prune.pruner import finetune, protected_modules, prune_model
+from shrink.errors import UserError
+from shrink.experiment import Experiment, fit, load_task, prepare_experiment
+from shrink.models import load_model, save_model
+from shrink.runs import atomic_write_json
+from shrink.train import Batch, evaluate_model
+
+HISTORY_FILE = "metatrain.json"
+MIN_SELECT_SPEEDUP = 1.05
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One slice family of a dependency group: parameter ``param`` along ``dim`` (0 rows, 1 columns) at
+    ``idxs``, which are the group's channels ``root``."""
+
+    param: str
+    dim: int
+    idxs: torch.Tensor
+    root: torch.Tensor
+
+
+def regularizer_groups(model: nn.Module, example_input: torch.Tensor, protect: Sequence[str] = ()
+                       ) -> list[list[GroupMember]]:
+    """Torch-Pruning's coupled channel groups of ``model`` (classifier outputs excluded), as parameter slices.
+
+    Usage: ``groups = regularizer_groups(model, torch.zeros(1, 3, 32, 32))``
+    """
+    was_training = model.training
+    model.eval()  # tracing runs a forward pass: keep the BN statistics where they are
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        ignored = protected_modules(model, protect, example_input)
+        raw_groups = list(graph.get_all_groups(ignored_layers=ignored))
+    finally:
+        model.train(was_training)
+    names = {module: name for name, module in model.named_modules()}
+    handlers = {tp.prune_conv_out_channels: 0, tp.prune_linear_out_channels: 0, tp.prune_batchnorm_out_channels: 0,
+                tp.prune_conv_in_channels: 1, tp.prune_linear_in_channels: 1}
+    groups = []
+    for group in raw_groups:
+        members = []
+        for position, (dep, idxs) in enumerate(group):
+            module, handler, root = dep.target.module, dep.handler, group[position].root_idxs
+            if handler not in handlers or getattr(module, "weight", None) is None or any(r is None for r in root):
+                continue
+            members.append(GroupMember(f"{names[module]}.weight", handlers[handler], torch.tensor(idxs),
+                                       torch.tensor(root)))
+        if members:
+            groups.append(members)
+    return groups
+
+
+def group_norm_penalty(groups: Sequence[Sequence[GroupMember]], params: Mapping[str, torch.Tensor],
+                       reg: float = 10.0, alpha: float = 16.0) -> torch.Tensor:
+    """``reg / 2 * sum_c gamma_c ||w_c||^2`` over every group; its gradient is what Torch-Pruning's
+    ``GroupNormPruner(reg).regularize(model, alpha)`` adds (group-L2 importance, max-normalised, gamma
+    detached; a group whose importance is undefined is skipped, as there).
+    Usage: ``group_norm_penalty(regularizer_groups(model, x), dict(model.named_parameters())).backward()``
+    """
+    total = next(iter(params.values())).new_zeros(())
+    for members in groups:
+        squares = [_channel_squares(params[member.param], member) for member in members]
+        with torch.no_grad():
+            imp = torch.zeros(len(members[0].root), device=total.device)
+            for member, square in zip(members, squares):
+                imp.scatter_add_(0, member.root.to(imp.device), square.detach().float())
+            imp = imp / len(members)
+            imp = (imp / imp.max()).sqrt()
+            gamma = alpha ** ((imp.max() - imp) / (imp.max() - imp.min()))
+        if not torch.isfinite(gamma).all():
+            continue
+        for member, square in zip(members, squares):
+            total = total + (gamma[member.root.to(gamma.device)] * square).sum()
+    return reg / 2 * total
+
+
+def _channel_squares(weight: torch.Tensor, member: GroupMember) -> torch.Tensor:
+    picked = weight.index_select(member.dim, member.idxs.to(weight.device))
+    return picked.movedim(member.dim, 0).reshape(len(member.idxs), -1).square().sum(1)
+
+
+@dataclass
+class DataModel:
+    """A network of the meta-training collection with its graph and regulariser groups (built once).
+
+    Usage: ``DataModel.from_model(model, torch.zeros(1, 3, 32, 32), name="seed-1")``
+    """
+
+    model: nn.Module
+    graph: NetworkGraph
+    groups: list[list[GroupMember]]
+    example_input: torch.Tensor
+    name: str = "model"
+
+    @classmethod
+    def from_model(cls, model: nn.Module, example_input: torch.Tensor, name: str = "model") -> DataModel:
+        """Trace ``model`` once (graph + groups); it is kept in eval mode (meta-steps use its BN statistics)."""
+        model.eval()
+        return cls(model, network_to_graph(model, example_input), regularizer_groups(model, example_input),
+                   example_input, name)
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """Meta-training settings (spec defaults for ResNet-56: lr 1e-3, 100 epochs, milestone 3, reg 10, alpha 16).
+
+    ``select_speedup``: the speed-up held-out models are pruned to (without finetuning) to pick the epoch.
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (3,)
+    gamma: float = 0.1
+    reg: float = 10.0
+    alpha: float = 16.0
+    select_speedup: float = 2.0
+    progress: bool = True
+
+
+@dataclass
+class MetaTrainResult:
+    """Per-epoch losses and selection scores, and the chosen epoch (0: the untrained metanetwork)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -math.inf
+
+
+def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], reg: float = 10.0,
+              alpha: float = 16.0) -> dict[str, float]:
+    """Accumulate one data model's meta-gradient into ``metanet``'s ``.grad``; returns the summed CE and R.
+
+    A non-finite weight gradient skips the step (as the reference does) and reports ``skipped: 1``.
+    Usage: ``optimizer.zero_grad(); meta_step(metanet, item, batches); optimizer.step()``
+    """
+    data = item.graph.data
+    x_pred, e_pred = metanet(data.x, data.edge_index, data.edge_attr, item.graph.layout.blocks)
+    weights = graph_params(item.graph.layout, x_pred, e_pred)
+    leaves = {name: value.detach().requires_grad_() for name, value in weights.items()}
+    ce = 0.0
+    for batch in batches:
+        logits = functional_call(item.model, leaves, (batch["pixel_values"],))
+        loss = F.cross_entropy(logits, batch["labels"])
+        loss.backward()
+        ce += float(loss.detach())
+    penalty = group_norm_penalty(item.groups, leaves, reg, alpha)
+    penalty.backward()
+    terms = {"ce": ce, "reg": float(penalty.detach()), "skipped": 0.0}
+    grads = [leaves[name].grad for name in weights]
+    if not all(torch.isfinite(grad).all() for grad in grads):
+        return {**terms, "skipped": 1.0}
+    torch.autograd.backward(list(weights.values()), grads)
+    return terms
+
+
+def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
+                    speedup: float) -> float:
+    """Mean validation accuracy of the held-out models after the metanetwork and pruning to ``speedup``
+    (no finetuning). Usage: ``selection_score(metanet, held_out, val_batches, 2.0)``
+    """
+    scores = []
+    for item in held_out:
+        pruned = apply_metanet(metanet, item.model, item.example_input)
+        prune_model(pruned, item.example_input, speedup=speedup)
+        scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])
+    return sum(scores) / len(scores)
+
+
+def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: Sequence[DataModel],
+               train_batches: Iterable[Batch], val_batches: Iterable[Batch], config: MetaTrainConfig = MetaTrainConfig(),
+               save_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> MetaTrainResult:
+    """Meta-train ``metanet`` (one step per collection model per epoch), keep the epoch whose held-out
+    score is best, load those weights back into ``metanet`` and save them to ``save_dir``.
+
+    ``train_batches`` / ``val_batches``: re-iterable batches (a DataLoader) from the training data only.
+    Usage: ``meta_train(metanet, models[:8], models[8:], train_loader, holdout_loader, MetaTrainConfig(epochs=30))``
+    """
+    if not collection or not held_out:
+        raise UserError("meta-training needs at least one training and one held-out data model "
+                        "(--data-models 2 or more)")
+    optimizer = torch.optim.AdamW(metanet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
+    result = MetaTrainResult()
+    best_state = copy.deepcopy(metanet.state_dict())
+    result.best_score = selection_score(metanet, held_out, val_batches, config.select_speedup)
+    result.history.append({"epoch": 0, "score": result.best_score})
+    bar = tqdm(range(1, config.epochs + 1), desc="meta-train", unit="epoch", disable=not config.progress)
+    for epoch in bar:
+        metanet.train()
+        sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0}
+        for item in collection:
+            optimizer.zero_grad(set_to_none=True)
+            terms = meta_step(metanet, item, train_batches, config.reg, config.alpha)
+            if not terms["skipped"]:
+                optimizer.step()
+            for key, value in terms.items():
+                sums[key] += value
+        scheduler.step()
+        metanet.eval()
+        score = selection_score(metanet, held_out, val_batches, config.select_speedup)
+        entry = {"epoch": epoch, "ce": sums["ce"] / len(collection), "reg": sums["reg"] / len(collection),
+                 "skipped": sums["skipped"], "score": score}
+        result.history.append(entry)
+        bar.set_postfix(ce=f"{entry['ce']:.3f}", reg=f"{entry['reg']:.3f}", score=f"{score:.4f}")
+        if score > result.best_score:
+            result.best_score, result.best_epoch = score, epoch
+            best_state = copy.deepcopy(metanet.state_dict())
+    bar.close()
+    metanet.load_state_dict(best_state)
+    log(f"meta-training kept epoch {result.best_epoch} (held-out accuracy at {config.select_speedup}x without "
+        f"finetuning: {result.best_score:.4f})")
+    if save_dir is not None:
+        folder = save_metanet(metanet, save_dir)
+        atomic_write_json(Path(folder) / HISTORY_FILE, {"best_epoch": result.best_epoch,
+                                                        "best_score": result.best_score, "history": result.history})
+    return result
+
+
+# ------------------------------------------------------------------------------------- the collection
+def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+    """Prune ``model`` lightly (``prune.meta.light_speedup``, group-L2) and finetune it: the state of every
+    data model and of the target before the metanetwork. Usage: ``light_prune(experiment, model, recipe)``
+    """
+    meta = recipe.prune.meta
+    prune_model(model, example_input(experiment), speedup=meta.light_speedup, protect=recipe.prune.protect,
+                iterative_steps=recipe.prune.iterative_steps)
+    finetune(experiment, model, meta.light_finetune.apply(recipe.train))
+    return model
+
+
+def example_input(experiment: Experiment) -> torch.Tensor:
+    """One zero image of the task's shape, for tracing. Usage: ``example_input(experiment).shape``."""
+    return torch.zeros(1, *(experiment.task.image_shape or (3, 32, 32)))
+
+
+def build_collection(recipe: PruneRecipe, folder: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Train ``prune.meta.data_models`` networks (seeds after the recipe's), lightly prune and finetune each,
+    and save them under ``folder``; a data model saved by an earlier (interrupted) run is reused.
+    Usage: ``paths = build_collection(recipe, run / "collection")``
+    """
+    paths = []
+    for index in range(recipe.prune.meta.data_models):
+        path = folder / f"data-model-{index}"
+        if not path.is_dir():
+            seeded = recipe.model_copy(update={"train": recipe.train.model_copy(
+                update={"seed": recipe.train.seed + 1 + index})})
+            experiment = prepare_experiment(seeded)
+            log(f"data model {index + 1}/{recipe.prune.meta.data_models}: training, pruning to "
+                f"{recipe.prune.meta.light_speedup}x, finetuning")
+            fit(experiment, None)
+            save_model(light_prune(experiment, experiment.model, seeded), path)
+        paths.append(path)
+    return paths
+
+
+def meta_loaders(recipe: PruneRecipe, experiment: Experiment) -> tuple[DataLoader, DataLoader]:
+    """Meta-training batches (the training split, augmented, minus a seeded ``val_fraction``) and the
+    held-back part without augmentation, for epoch selection. Usage: ``train, val = meta_loaders(recipe, e)``
+    """
+    train_set = experiment.task.train
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(recipe.train.seed)).tolist()
+    held = max(1, int(recipe.prune.meta.val_fraction * len(order)))
+    if held >= len(order):
+        raise UserError(f"the training split has {len(order)} examples: too few to hold back a validation part")
+    plain = load_task(recipe.model_copy(update={"data": recipe.data.model_copy(update={"augment": False})}))
+    batch = recipe.train.batch_size
+    generator = torch.Generator().manual_seed(recipe.train.seed)
+    train = DataLoader(Subset(train_set, order[held:]), batch_size=batch, shuffle=True, generator=generator,
+                       collate_fn=experiment.collate)
+    val = DataLoader(Subset(plain.train, order[:held]), batch_size=batch, collate_fn=experiment.collate)
+    return train, val
+
+
+class _Limited:
+    """A re-iterable view of the first ``count`` batches of ``loader`` (all when ``count`` is None)."""
+
+    def __init__(self, loader: Iterable[Batch], count: int | None) -> None:
+        self.loader, self.count = loader, count
+
+    def __iter__(self) -> Iterator[Batch]:
+        return itertools.islice(self.loader, self.count)
+
+
+def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
+                  log: Callable[[str], None] = print) -> MetaNetwork:
+    """The ``prune metatrain`` stage: build (or reuse) the collection in ``folder / "collection"``, meta-train,
+    keep the best held-out epoch and save it to ``folder / "metanet"``. Usage: ``train_metanet(recipe, e, run.path)``
+    """
+    meta = recipe.prune.meta
+    example = example_input(experiment)
+    models = [DataModel.from_model(load_model(path), example, name=path.name)
+              for path in build_collection(recipe, folder / "collection", log)]
+    split = len(models) - meta.held_out
+    layout = models[0].graph.layout
+    metanet = MetaNetwork(layout.node_dim, layout.edge_dim, meta.hidden, meta.layers, meta.rho)
+    train, val = meta_loaders(recipe, experiment)
+    # Held-out models are already lightly pruned: judge them at the rest of the way to the target.
+    target = recipe.prune.target().get("speedup", DEFAULT_SPEEDUP)
+    config = MetaTrainConfig(epochs=meta.epochs, lr=meta.lr, milestones=tuple(meta.milestones), reg=meta.reg,
+                             alpha=meta.alpha, select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
+                             progress=recipe.train.progress)
+    meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
+               save_dir=folder / "metanet", log=log)
+    return metanet

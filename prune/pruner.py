@@ -1,0 +1,198 @@
+"""Structured pruning on Torch-Pruning's dependency graph: global ranking in small iterative steps until a
+MACs speed-up (or parameter ratio) target is reached, with protected layers (the classifier by default).
+
+Each step removes a further ``1 / iterative_steps`` of all prunable channels, ranked globally by the named
+criterion (``prune.importance.CRITERIA``); coupled layers (residual partners, BN, the next layer's inputs)
+shrink together. Ratios are always measured against the model as it was before pruning, with
+:func:`shrink.bench.count_macs` (the toolkit's one MAC count).
+
+Usage::
+
+    result = prune_model(model, torch.zeros(1, 3, 32, 32), criterion="group-l2", speedup=2.5)
+    result.speedup, result.macs, result.params      # the model was pruned in place
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prune.importance import CRITERIA, Criterion
+from shrink.bench import DEFAULT_IMAGE_SHAPE, count_macs, count_parameters, image_shape_of
+from shrink.errors import UserError
+from shrink.experiment import Experiment, fit
+from shrink.recipe import TrainConfig
+from shrink.train import Batch, Step, TrainResult, forward_logits, supervised_loss
+
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+GradFn = Callable[[nn.Module], None]
+StepHook = Callable[[nn.Module, dict], None]
+
+
+@dataclass
+class PruneResult:
+    """Before/after figures of one pruning run; ``history`` has one entry per step."""
+
+    criterion: str
+    base_macs: int
+    base_params: int
+    macs: int
+    params: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        """Base MACs / pruned MACs."""
+        return self.base_macs / self.macs
+
+    @property
+    def param_ratio(self) -> float:
+        """Base parameters / pruned parameters."""
+        return self.base_params / self.params
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready figures (for metrics.json). Usage: ``metrics["prune"] = result.as_dict()``."""
+        return {**asdict(self), "speedup": self.speedup, "param_ratio": self.param_ratio}
+
+
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Module paths of the conv/linear layers that run last in forward (the classifier), by forward hooks.
+
+    Usage: ``output_layers(build_model("resnet20"), torch.zeros(1, 3, 32, 32)) == ["fc"]``
+    """
+    order: list[str] = []
+    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: order.append(name))
+             for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return order[-1:]
+
+
+def protected_modules(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> list[nn.Module]:
+    """The classifier plus the named layers, as modules; UserError for a path that is not in the model.
+
+    Usage: ``protected_modules(model, ["layer1.0.conv1"], torch.zeros(1, 3, 32, 32))``
+    """
+    known = dict(model.named_modules())
+    modules = []
+    for name in [*output_layers(model, example_input), *names]:
+        if name not in known or not name:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"cannot protect '{name}': no such layer in the model{hint} (pass module paths)")
+        modules.append(known[name])
+    return modules
+
+
+def prune_model(
+    model: nn.Module,
+    example_input: torch.Tensor | None = None,
+    *,
+    criterion: str = "group-l2",
+    speedup: float | None = None,
+    param_ratio: float | None = None,
+    protect: Sequence[str] = (),
+    iterative_steps: int = 200,
+    grad_fn: GradFn | None = None,
+    base: tuple[int, int] | None = None,
+    on_step: StepHook | None = None,
+) -> PruneResult:
+    """Prune ``model`` in place until base/pruned MACs >= ``speedup`` (or params >= ``param_ratio``).
+
+    ``base``: (MACs, params) of the original model when ``model`` was already pruned earlier (targets are
+    always relative to the original). ``grad_fn(model)`` runs a backward pass on some training data;
+    criteria that rank by gradients (``taylor``) call it, in eval mode, before each step. ``on_step(model,
+    entry)`` sees each step's history entry and may add figures to it (e.g. accuracy).
+    Usage: ``prune_model(model, x, criterion="taylor", speedup=2, grad_fn=lambda m: loss_on(m).backward())``
+    """
+    if (speedup is None) == (param_ratio is None):
+        raise UserError("give exactly one pruning target: --speedup (MACs ratio) or --param-ratio")
+    target = speedup if speedup is not None else param_ratio
+    if target <= 1.0:
+        raise UserError(f"a pruning target must be above 1.0 (base / pruned), got {target}")
+    chosen: Criterion = CRITERIA.get(criterion)
+    if chosen.needs_grad and grad_fn is None:
+        raise UserError(f"criterion '{criterion}' ranks by gradients and needs training data to compute them")
+    if example_input is None:
+        example_input = torch.zeros(1, *(image_shape_of(model) or DEFAULT_IMAGE_SHAPE))
+    was_training = model.training
+    model.eval()  # tracing runs forward passes: in train mode they would move the BN running statistics
+    try:
+        result = PruneResult(CRITERIA.canonical(criterion), *(base or (count_macs(model, example_input),
+                                                                        count_parameters(model))), 0, 0, 0)
+        return _prune_steps(model, example_input, chosen, result, speedup, target, protect, iterative_steps,
+                            grad_fn, on_step)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterion, result: PruneResult,
+                 speedup: float | None, target: float, protect: Sequence[str], iterative_steps: int,
+                 grad_fn: GradFn | None, on_step: StepHook | None) -> PruneResult:
+    pruner = tp.pruner.BasePruner(
+        model, example_input, importance=chosen.make(), global_pruning=True, pruning_ratio=1.0,
+        iterative_steps=iterative_steps, ignored_layers=protected_modules(model, protect, example_input),
+    )
+    result.macs, result.params = count_macs(model, example_input), count_parameters(model)
+    reached = result.speedup if speedup is not None else result.param_ratio
+    while reached < target:
+        if pruner.current_step >= iterative_steps:
+            raise UserError(f"pruning stopped at {reached:.3f}x after {iterative_steps} steps without reaching "
+                            f"{target}x; lower the target or protect fewer layers")
+        if chosen.needs_grad:
+            model.zero_grad(set_to_none=True)
+            grad_fn(model)
+        pruner.step()
+        result.macs, result.params = count_macs(model, example_input), count_parameters(model)
+        result.steps = pruner.current_step
+        reached = result.speedup if speedup is not None else result.param_ratio
+        entry = {"step": result.steps, "macs": result.macs, "params": result.params, "speedup": result.speedup,
+                 "param_ratio": result.param_ratio}
+        if on_step is not None:
+            on_step(model, entry)
+        result.history.append(entry)
+    return result
+
+
+def kd_step(teacher: nn.Module, weight: float, temperature: float) -> Step:
+    """A finetuning step that mixes the labels' CE with KL to the unpruned ``teacher`` (distill's KD loss):
+    ``(1 - weight) * CE + weight * T^2 KL``. Usage: ``Trainer(pruned, ..., step=kd_step(base, 0.5, 4.0))``
+    """
+    from distill.objectives import KDLoss  # the documented seam: pruning may finetune with distill's KD loss
+
+    kd = KDLoss("kl", temperature)
+    teacher.eval()
+
+    def step(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        logits = forward_logits(model, batch)
+        with torch.no_grad():
+            target = forward_logits(teacher.to(logits.device), batch)
+        hard, soft = supervised_loss(logits, batch["labels"]), kd(logits, target)
+        return {"loss": (1 - weight) * hard + weight * soft, "ce": hard, "kd": soft}
+
+    return step
+
+
+def finetune(experiment: Experiment, model: nn.Module, train: TrainConfig, teacher: nn.Module | None = None,
+             kd_weight: float = 0.0, temperature: float = 4.0) -> TrainResult:
+    """Train ``model`` (in place) on the experiment's task with the core engine and ``train`` settings, with KD
+    from ``teacher`` when ``kd_weight`` > 0; the last epoch is kept (the dev split only reports).
+    Usage: ``finetune(experiment, pruned, recipe.prune.finetune.apply(recipe.train), teacher=base, kd_weight=0.5)``
+    """
+    phase = dataclasses.replace(experiment, model=model, recipe=experiment.recipe.model_copy(update={"train": train}))
+    step = kd_step(teacher, kd_weight, temperature) if teacher is not None and kd_weight > 0 else None
+    return fit(phase, None, step=step)

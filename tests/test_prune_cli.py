@@ -1,0 +1,91 @@
+"""`prune` end to end on a tiny network: metatrain, metanetwork, prune, finetune, run directory; reuse of a
+saved metanetwork; resume; recipes; one-line errors."""
+import json
+
+import pytest
+
+from prune.cli import main
+from prune.config import PruneRecipe
+from prune.metanet import load_metanet
+from shrink.models import load_model
+from shrink.recipe import load_recipe
+
+TINY = ["--model", "resnet20", "--dataset", "synthetic-image:3x8x8", "--max-train-samples", "96",
+        "--max-eval-samples", "32", "--batch-size", "32", "--epochs", "1", "--lr", "0.01", "--no-progress"]
+META = ["--data-models", "2", "--meta-epochs", "1", "--set", "prune.meta.hidden=8", "--set", "prune.meta.layers=1"]
+
+
+@pytest.fixture(scope="module")
+def metanet_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "run"
+    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--kd-weight", "0.5", "--export-onnx",
+                        "--out", str(out)])
+    return out
+
+
+def test_metanet_pipeline_writes_a_complete_run(metanet_run):
+    metrics = json.loads((metanet_run / "metrics.json").read_text())
+    assert metrics["method"] == "metanet" and metrics["target"] == {"speedup": 1.5}
+    assert 1.5 <= metrics["speedup"] <= 1.05 * 1.5
+    assert metrics["pruned"]["macs"] < metrics["base"]["macs"] and metrics["pruned"]["params"] < metrics["base"]["params"]
+    assert 0.0 <= metrics["pruned"]["dev"]["accuracy"] <= 1.0 and set(metrics["latency_speedup"]) == {"1", "32"}
+    assert metrics["onnx"]["argmax_agreement"] == 1.0
+    for name in ("base", "light", "transformed", "model", "metanet", "collection/data-model-1", "model.onnx",
+                 "accuracy_vs_speedup.png", "report.md", "recipe.yaml"):
+        assert (metanet_run / name).exists(), name
+    assert not (metanet_run / "RUNNING").exists()
+    pruned = load_model(metanet_run / "model").eval()
+    assert sum(p.numel() for p in pruned.parameters()) == metrics["pruned"]["params"]
+    assert json.loads((metanet_run / "metanet" / "metatrain.json").read_text())["history"][0]["epoch"] == 0
+
+
+def test_resume_reuses_every_finished_stage(metanet_run, capsys):
+    (metanet_run / "metrics.json").unlink()
+    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--out", str(metanet_run), "--resume"])
+    out = capsys.readouterr().out
+    for stage in ("base", "light", "transformed", "model"):
+        assert f"{stage}: reusing the saved model" in out or f"{stage}: reusing the saved pruned model" in out
+    assert "data model" not in out  # the collection and the metanetwork were not rebuilt
+    assert (metanet_run / "metrics.json").exists()
+
+
+def test_metatrain_then_prune_with_the_saved_metanetwork(tmp_path):
+    main(["metatrain"] + TINY + META + ["--out", str(tmp_path / "meta")])
+    metanet = load_metanet(tmp_path / "meta" / "metanet")
+    assert metanet.config.hidden == 8 and not (tmp_path / "meta" / "base").exists()
+    main(TINY + ["--method", "metanet", "--metanet", str(tmp_path / "meta" / "metanet"), "--speedup", "1.4",
+                 "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "collection").exists() and not (tmp_path / "run" / "metanet").exists()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["speedup"] >= 1.4
+
+
+def test_baseline_method_on_a_given_base_model(metanet_run, tmp_path):
+    main(TINY + ["--base-model", str(metanet_run / "base"), "--method", "random", "--param-ratio", "1.3",
+                 "--out", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["method"] == "random" and 1.3 <= metrics["param_ratio"] <= 1.05 * 1.3
+    assert not (tmp_path / "run" / "base").exists()
+    base = load_model(metanet_run / "base").eval()
+    assert metrics["base"]["params"] == sum(p.numel() for p in base.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet56-cifar10", "vgg19-cifar100"])
+def test_shipped_recipes_validate(name):
+    recipe = load_recipe(name, PruneRecipe)
+    assert recipe.prune.method == "metanet" and recipe.prune.meta.held_out < recipe.prune.meta.data_models
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--method", "l3"], "unknown importance criterion 'l3'"),
+    (["--speedup", "2", "--param-ratio", "2"], "give one target"),
+    (["--method", "metanet", "--metanet", "missing-folder"], "cannot load a metanetwork"),
+    (["--set", "prune.meta.held_out=5"], "held_out"),
+    (["--model", "vit-micro", "--method", "metanet"], "are supported"),
+])
+def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(TINY + extra + ["--out", str(tmp_path / "run")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,175 @@
+"""The metanetwork: near-identity at initialisation, dense path equal to PyG's, gradients, save/load;
+meta-training: the regulariser equals Torch-Pruning's, meta-steps lower the loss, selection and saving."""
+import json
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from prune.graph import graph_params, network_to_graph
+from prune.metanet import MetaNetwork, apply_metanet, load_metanet, save_metanet
+from prune.metatrain import DataModel, MetaTrainConfig, group_norm_penalty, meta_step, meta_train, regularizer_groups
+from prune.pruner import prune_model
+from shrink.errors import UserError
+from shrink.models import build_model
+
+IMAGE = (3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10).eval()
+    return model, network_to_graph(model, torch.zeros(1, *IMAGE))
+
+
+def run(metanet, graph, dense=True):
+    data = graph.data
+    return metanet(data.x, data.edge_index, data.edge_attr, graph.layout.blocks if dense else None)
+
+
+def test_fresh_metanetwork_returns_its_input_within_its_output_scale(resnet):
+    model, graph = resnet
+    rho = 0.01
+    metanet = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=16, layers=2, rho=rho)
+    with torch.no_grad():
+        x_pred, e_pred = run(metanet, graph)
+    assert x_pred.shape == graph.data.x.shape and e_pred.shape == graph.data.edge_attr.shape
+    for pred, given in ((x_pred, graph.data.x), (e_pred, graph.data.edge_attr)):
+        change = (pred - given).abs().max()
+        assert 0 < change < 5 * rho
+    moved = apply_metanet(metanet, model, torch.zeros(1, *IMAGE))
+    for name, param in model.named_parameters():
+        assert (moved.get_parameter(name) - param).abs().max() < 5 * rho, name
+    for name, buffer in model.named_buffers():  # running statistics are read, never predicted
+        assert torch.equal(moved.get_buffer(name), buffer), name
+
+
+def test_dense_block_path_equals_torch_geometric_message_passing(resnet):
+    _, graph = resnet
+    metanet = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=8, layers=2, rho=1.0,
+                          checkpoint_layers=False)
+    dense, generic = run(metanet, graph), run(metanet, graph, dense=False)
+    for a, b in zip(dense, generic):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    dense_grads = torch.autograd.grad(sum(out.square().sum() for out in dense), list(metanet.parameters()))
+    generic_grads = torch.autograd.grad(sum(out.square().sum() for out in generic), list(metanet.parameters()))
+    for a, b in zip(dense_grads, generic_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_gradient_reaches_every_metanetwork_parameter_through_the_weights(resnet):
+    _, graph = resnet
+    metanet = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=8, layers=2)
+    params = graph_params(graph.layout, *run(metanet, graph))
+    loss = sum(param.square().sum() for param in params.values())
+    loss.backward()
+    for name, param in metanet.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_checkpointed_layers_give_the_same_gradient(resnet):
+    _, graph = resnet
+    plain = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=8, layers=2, checkpoint_layers=False)
+    checkpointed = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=8, layers=2)
+    checkpointed.load_state_dict(plain.state_dict())
+    grads = [torch.autograd.grad(sum(out.sum() for out in run(net, graph)), list(net.parameters()))
+             for net in (plain, checkpointed)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_save_and_load_give_the_same_outputs(resnet, tmp_path):
+    _, graph = resnet
+    metanet = MetaNetwork(graph.layout.node_dim, graph.layout.edge_dim, hidden=8, layers=2, rho=0.05)
+    save_metanet(metanet, tmp_path / "metanet")
+    loaded = load_metanet(tmp_path / "metanet")
+    assert loaded.config == metanet.config
+    with torch.no_grad():
+        for a, b in zip(run(metanet, graph), run(loaded, graph)):
+            assert torch.equal(a, b)
+
+
+def test_wrong_inputs_are_explained(resnet, tmp_path):
+    _, graph = resnet
+    with pytest.raises(UserError, match="prune metatrain"):
+        load_metanet(tmp_path / "missing")
+    with pytest.raises(UserError, match="node/edge features of size 5/9"):
+        run(MetaNetwork(5, 9, hidden=8, layers=1), graph)
+
+
+# ------------------------------------------------------------------------------------------ meta-training
+def trained_like(model):
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def tiny_data_model(seed):
+    torch.manual_seed(seed)
+    model = build_model("resnet20", num_classes=4, image_size=8)
+    prune_model(model, torch.zeros(1, *IMAGE), speedup=3.0, criterion="random")  # a narrow irregular network
+    return DataModel.from_model(trained_like(model), torch.zeros(1, *IMAGE), name=f"seed-{seed}")
+
+
+def batches(count, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return [{"pixel_values": torch.randn(16, *IMAGE, generator=generator),
+             "labels": torch.randint(0, 4, (16,), generator=generator)} for _ in range(count)]
+
+
+def test_explicit_regulariser_gradient_equals_torch_pruning_regularize():
+    model = trained_like(build_model("resnet20", num_classes=10, image_size=8))
+    example = torch.zeros(1, *IMAGE)
+    importance = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer="max")
+    pruner = tp.pruner.GroupNormPruner(model, example, importance, reg=10, ignored_layers=[model.fc])
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    pruner.regularize(model, alpha=16, bias=False)
+    leaves = {name: param.detach().clone().requires_grad_() for name, param in model.named_parameters()}
+    group_norm_penalty(regularizer_groups(model, example), leaves, reg=10, alpha=16).backward()
+    for name, param in model.named_parameters():
+        expected = param.grad if param.grad.abs().sum() > 0 else None
+        got = leaves[name].grad
+        if expected is None:
+            assert got is None or got.abs().sum() == 0, name
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert model.fc.bias.grad.abs().sum() == 0  # the classifier's outputs are not regularised
+
+
+def test_meta_steps_lower_the_meta_loss_and_reach_the_metanetwork():
+    item, data = tiny_data_model(0), batches(2)
+    metanet = MetaNetwork(item.graph.layout.node_dim, item.graph.layout.edge_dim, hidden=16, layers=2)
+    optimizer = torch.optim.AdamW(metanet.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        terms = meta_step(metanet, item, data, reg=1.0)
+        assert not terms["skipped"]
+        assert all(param.grad is not None and torch.isfinite(param.grad).all() for param in metanet.parameters())
+        optimizer.step()
+        losses.append(terms["ce"] + terms["reg"])
+    assert losses[-1] < losses[0]
+    assert all(param.grad is None for param in item.model.parameters())  # the data model itself is untouched
+
+
+def test_meta_train_selects_on_held_out_models_and_saves(tmp_path):
+    collection, held_out = [tiny_data_model(0)], [tiny_data_model(1)]
+    metanet = MetaNetwork(collection[0].graph.layout.node_dim, hidden=8, layers=1)
+    config = MetaTrainConfig(epochs=2, lr=1e-2, select_speedup=1.3, progress=False)
+    result = meta_train(metanet, collection, held_out, batches(1), batches(1, seed=2), config,
+                        save_dir=tmp_path / "metanet", log=lambda line: None)
+    assert [entry["epoch"] for entry in result.history] == [0, 1, 2]
+    assert result.best_score == max(entry["score"] for entry in result.history)
+    assert result.history[result.best_epoch]["score"] == result.best_score
+    loaded = load_metanet(tmp_path / "metanet")
+    for name, value in metanet.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert json.loads((tmp_path / "metanet" / "metatrain.json").read_text())["best_epoch"] == result.best_epoch
+    with pytest.raises(UserError, match="held-out"):
+        meta_train(metanet, collection, [], batches(1), batches(1), config)
