@@ -17,7 +17,7 @@ import argparse
 from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
-from shrink.cliargs import add_training_flags, recipe_overrides
+from shrink.cliargs import add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
@@ -61,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run recipes/{DEMO_RECIPE}.yaml offline (replaces its previous run unless --resume)")
     add_training_flags(parser)
     for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
-        for dest, (key, kind, text) in table.items():
-            parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+        add_flag_table(parser, table)
     parser.add_argument("--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
     return parser
 
@@ -78,8 +77,7 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     path = recipe_path(name) if name else None
     raw = read_yaml(path) if path else {}
     overrides = recipe_overrides(args)
-    overrides.update({key: getattr(args, dest) for dest, (key, _, _) in DISTILL_FLAGS.items()
-                      if getattr(args, dest) is not None})
+    overrides.update(table_overrides(args, DISTILL_FLAGS))
     if args.export_onnx:
         overrides["distill.export_onnx"] = True
     apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])

@@ -34,7 +34,7 @@ from prune.metatrain import example_input, light_prune, train_metanet
 from prune.pruner import PruneResult, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
-from shrink.cliargs import add_training_flags, recipe_overrides
+from shrink.cliargs import add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
 from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
@@ -69,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Torch-Pruning; --method metanet first applies a graph metanetwork. "
                                      "'prune metatrain ...' only meta-trains the metanetwork.")
     add_training_flags(parser)
-    for dest, (key, kind, text) in PRUNE_FLAGS.items():
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+    add_flag_table(parser, PRUNE_FLAGS)
     parser.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
     return parser
 
@@ -81,10 +80,9 @@ def recipe_from_args(args: argparse.Namespace) -> PruneRecipe:
     Usage: ``recipe_from_args(build_parser().parse_args(["--model", "resnet20", "--speedup", "2"]))``
     """
     overrides = recipe_overrides(args)
-    for dest, (key, _, _) in PRUNE_FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            overrides[key] = [name.strip() for name in value.split(",") if name.strip()] if dest == "protect" else value
+    overrides.update(table_overrides(args, PRUNE_FLAGS))
+    if args.protect is not None:
+        overrides["prune.protect"] = [name.strip() for name in args.protect.split(",") if name.strip()]
     if args.export_onnx:
         overrides["prune.export_onnx"] = True
     return load_recipe(args.recipe, PruneRecipe, overrides)

@@ -45,6 +45,23 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+FlagTable = dict[str, tuple[str, type, str]]
+
+
+def add_flag_table(parser: argparse.ArgumentParser, table: FlagTable) -> None:
+    """Add one ``--flag`` per entry of ``table`` (dest -> (recipe key, type, help)).
+
+    Usage: ``add_flag_table(parser, {"speedup": ("prune.speedup", float, "target MACs speed-up")})``
+    """
+    for dest, (key, kind, text) in table.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+
+
+def table_overrides(args: argparse.Namespace, table: FlagTable) -> dict[str, Any]:
+    """The recipe overrides of the flags of ``table`` that were given. Usage: ``table_overrides(args, table)``."""
+    return {key: getattr(args, dest) for dest, (key, _, _) in table.items() if getattr(args, dest, None) is not None}
+
+
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """Add --recipe, the recipe-override flags, --set, --resume, --overwrite and --no-progress."""
     parser.add_argument("--recipe", help="recipe name (see `shrink recipes`) or YAML file")
@@ -61,8 +78,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted recipe overrides from the parsed flags (unset flags are left out)."""
-    overrides: dict[str, Any] = {key: getattr(args, dest) for dest, (key, _, _) in TRAINING_FLAGS.items()
-                                 if getattr(args, dest, None) is not None}
+    overrides = table_overrides(args, TRAINING_FLAGS)
     if getattr(args, "no_progress", False):
         overrides["train.progress"] = False
     for item in getattr(args, "set", []):
