@@ -41,7 +41,8 @@ def run_once(command: str, args: list[str], out: Path) -> dict[str, Any]:
         else:
             from shrink.cli import main
             args = ["train", *args]
-        main([*args, "--out", str(out), "--overwrite", "--no-progress"])
+        started = (out / "recipe.yaml").exists()  # an interrupted run continues from its checkpoint
+        main([*args, "--out", str(out), "--resume" if started else "--overwrite", "--no-progress"])
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-distill")
     parser.add_argument("--sst2-train", type=int, default=8000, help="SST-2 training subset (seeded)")
     parser.add_argument("--sst2-epochs", type=float, default=2)
-    parser.add_argument("--rte-epochs", type=float, default=3)
+    parser.add_argument("--rte-epochs", type=float, default=2)
     parser.add_argument("--rte-seeds", type=int, default=3)
     parser.add_argument("--tasks", default="sst2,rte")
     args = parser.parse_args()
@@ -119,7 +120,7 @@ def main() -> None:
                      student_args=["--epochs", str(args.sst2_epochs), "--lr", "1e-4"]),
         "rte": dict(data_dir=glue / "RTE", seeds=list(range(1, args.rte_seeds + 1)),
                     common=["--max-length", "128", "--batch-size", "16"],
-                    teacher_args=["--epochs", "4", "--lr", "5e-5"],
+                    teacher_args=["--epochs", "3", "--lr", "5e-5"],
                     student_args=["--epochs", str(args.rte_epochs), "--lr", "1e-4"]),
     }
     tables, results = [], {}
