@@ -60,7 +60,7 @@ from shrink.errors import UserError
 from shrink.experiment import Experiment, default_output_dir, fit, load_task, model_figures, open_run, train_and_report
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
-from shrink.report import markdown_table, print_table
+from shrink.report import print_table, publish
 from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
 from shrink.train import evaluate_model, make_accelerator, process_state
 
@@ -403,12 +403,9 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
     stage_rows = [{"stage": s["stage"], "steps": s["steps"], "best epoch": s["best_epoch"], "MI K": s["mi_k"],
                    "teacher outputs": s["teacher_outputs"], **{f"dev {k}": v for k, v in s["best"].items()},
                    **{f"loss {k}": v for k, v in s["loss_terms"].items()}} for s in stages]
-    print_table("distillation stages", stage_rows)
-    print_table(f"distill: {run.path}", rows)
-    text = (f"# distill\n\nRun: `{run.path}`\n\nTeacher {', '.join(metrics['teacher'])} -> student "
-            f"{rows[1]['model']} on {plan.task.name}; retention = student / teacher {primary}.\n\n"
-            f"## Result\n\n{markdown_table(rows)}\n## Stages\n\n{markdown_table(stage_rows)}")
-    run.finish(metrics, text)
+    intro = (f"Teacher {', '.join(metrics['teacher'])} -> student {rows[1]['model']} on {plan.task.name}; "
+             f"retention = student / teacher {primary}.")
+    publish(run, metrics, "distill", intro, [("distillation stages", stage_rows), ("result", rows)])
     return metrics
 
 

@@ -39,7 +39,7 @@ from shrink.errors import cli_entry
 from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
-from shrink.report import markdown_table, print_table
+from shrink.report import publish
 from shrink.runs import RunDir, atomic_write_json
 from shrink.train import evaluate_model, forward_logits, supervised_loss
 
@@ -244,11 +244,10 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
     }
     if recipe.prune.export_onnx:
         metrics["onnx"] = export(recipe, experiment, models["pruned"], run)
-    print_table(f"prune ({metrics['method']}): {run.path}", rows)
-    text = (f"# prune\n\nRun: `{run.path}`\n\n{metrics['model']} on {experiment.task.name}, method "
-            f"`{metrics['method']}`, target {metrics['target']}; speed-up = base MACs / pruned MACs.\n\n"
-            f"## Result\n\n{markdown_table(rows)}\n![accuracy against speed-up]({PLOT_FILE})\n")
-    run.finish(metrics, text)
+    intro = (f"{metrics['model']} on {experiment.task.name}, method `{metrics['method']}`, target "
+             f"{metrics['target']}; speed-up = base MACs / pruned MACs.")
+    publish(run, metrics, f"prune ({metrics['method']})", intro, [("result", rows)],
+            footer=f"![accuracy against speed-up]({PLOT_FILE})\n")
     return metrics
 
 

@@ -23,7 +23,7 @@ from shrink.bench import measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
 from shrink.models import create_model, save_model
 from shrink.recipe import Recipe, save_recipe
-from shrink.report import markdown_table, print_table
+from shrink.report import publish
 from shrink.runs import RunDir, atomic_dir
 from shrink.train import Trainer, TrainResult, process_state
 
@@ -144,9 +144,6 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
                **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
                "params": figures["params"], "MACs": figures["macs"], "MB on disk": figures["model_bytes"] / 1e6,
                "latency b1 ms": figures["latency"]["1"]["median_ms"]}
-    print_table("training history", result.history)
-    print_table(f"shrink train: {run.path}", [summary])
-    report = (f"# shrink train\n\nRun: `{run.path}`\n\n## Result\n\n{markdown_table([summary])}\n"
-              f"## History\n\n{markdown_table(result.history)}")
-    run.finish(metrics, report)
+    publish(run, metrics, "shrink train", f"{recipe.model.name} trained on {experiment.task.name}.",
+            [("training history", result.history), ("result", [summary])])
     return metrics

@@ -8,10 +8,13 @@ Usage::
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from shrink.runs import RunDir
 
 
 def format_value(value: Any) -> str:
@@ -51,3 +54,16 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(format_value(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def publish(run: "RunDir", metrics: dict[str, Any], command: str, intro: str,
+            sections: Sequence[tuple[str, Sequence[dict[str, Any]]]], footer: str = "") -> None:
+    """Print each section as a table, write the same tables to report.md, and mark the run complete.
+
+    The last section is the result, printed last so it is what stays on screen.
+    Usage: ``publish(run, metrics, "shrink train", "", [("history", rows), ("result", [summary])])``
+    """
+    for heading, rows in sections:
+        print_table(f"{command} {heading}: {run.path}" if heading == sections[-1][0] else heading, rows)
+    body = "".join(f"## {heading.capitalize()}\n\n{markdown_table(rows)}\n" for heading, rows in sections)
+    run.finish(metrics, f"# {command}\n\nRun: `{run.path}`\n\n{intro}\n\n{body}{footer}")
