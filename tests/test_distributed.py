@@ -1,6 +1,7 @@
 """The same `shrink train` under two processes (torchrun, gloo on CPU) matches one process at the same global batch."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -17,8 +18,14 @@ def run(cmd, cwd):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "shrink", *ARGS, "--batch-size", "16", "--out", "ddp"], tmp_path)
     run([sys.executable, "-m", "shrink", *ARGS, "--batch-size", "32", "--out", "single"], tmp_path)
     ddp, single = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ddp", "single"))
