@@ -195,7 +195,6 @@ class Trainer:
             eval_loader = DataLoader(dev_set, batch_size=self.config.eval_batch_size or 2 * self.config.batch_size,
                                      shuffle=False, collate_fn=collate, num_workers=self.config.num_workers)
         trainable = [model] + ([self.step_fn] if isinstance(self.step_fn, nn.Module) else [])
-        params = [p for module in trainable for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(_param_groups(trainable, self.config.weight_decay),
                                       lr=self.config.lr or lr_default)
         prepared = self.accelerator.prepare(*trainable, optimizer, train_loader)
@@ -212,7 +211,6 @@ class Trainer:
             num_training_steps=self.total_steps * self.accelerator.num_processes,
         )
         self.scheduler = self.accelerator.prepare(scheduler)
-        self.num_params = sum(p.numel() for p in params)
         self.progress = _Progress()
 
     # ----------------------------------------------------------------------------------- loop

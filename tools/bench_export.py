@@ -25,7 +25,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-from shrink.bench import example_inputs, latency_by_batch
+from shrink.bench import count_parameters, example_inputs, latency_by_batch
 from shrink.deploy_cli import export_source, parse_batch_sizes
 from shrink.errors import cli_entry
 from shrink.export import OnnxModel, export_onnx
@@ -69,7 +69,7 @@ def bench_shape(name: str, workdir: Path, args: argparse.Namespace) -> dict[str,
     latency = time_runtimes(models, args.batch_sizes, args.seq_len, args.rounds, args.repeats, args.budget)
     eager, fp32, int8 = (latency[runtime] for runtime in RUNTIMES)
     return {
-        "model": name, "params": sum(p.numel() for p in model.parameters()),
+        "model": name, "params": count_parameters(model),
         "fp32_mb": exported.size_bytes / 1e6, "int8_mb": quantized.size_bytes / 1e6,
         "max_abs_diff": exported.max_abs_diff, "latency_ms": latency,
         "ort_fp32_speedup_vs_eager": {b: eager[b] / fp32[b] for b in eager},
