@@ -419,12 +419,9 @@ def _row(role: str, name: str, dev: dict[str, float], figures: dict[str, Any]) -
 def export_student(plan: DistillPlan, student: nn.Module, run: RunDir) -> dict[str, Any]:
     """Export the student to ``RUN/model.onnx`` (validated against PyTorch). Usage: ``export_student(plan, m, run)``."""
     from shrink.deploy_cli import TaskView
-    from shrink.export import export_onnx
 
     view = TaskView(plan.task, plan.recipe.data.max_length, plan.student.tokenizer, plan.recipe.train.seed)
-    exported = export_onnx(student, run / "model.onnx", example_batch=view.sample_batch(8), tokenizer=view.tokenizer,
-                           label_names=plan.task.label_names, deploy_info=view.deploy_info())
-    return exported.to_dict()
+    return view.export(student, run / "model.onnx").to_dict()
 
 
 __all__ = [

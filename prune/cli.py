@@ -210,11 +210,9 @@ def plot_curve(path: Path, history: Sequence[dict[str, Any]], metric: str, base_
 def export(recipe: PruneRecipe, experiment: Experiment, model: nn.Module, run: RunDir) -> dict[str, Any]:
     """Export the pruned model to ``RUN/model.onnx`` (checked against PyTorch)."""
     from shrink.deploy_cli import TaskView
-    from shrink.export import export_onnx
 
     view = TaskView(experiment.task, recipe.data.max_length, None, recipe.train.seed)
-    return export_onnx(model, run / "model.onnx", example_batch=view.sample_batch(8),
-                       label_names=experiment.task.label_names, deploy_info=view.deploy_info()).to_dict()
+    return view.export(model, run / "model.onnx").to_dict()
 
 
 def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dict[str, nn.Module],

@@ -146,6 +146,16 @@ class TaskView:
         """This view read with a model's own tokenizer (the task's, when the model brought none)."""
         return dataclasses.replace(self, tokenizer=tokenizer or self.task.tokenizer)
 
+    def export(self, model: nn.Module, path: str | Path, batch_size: int = 8, **options: Any) -> Any:
+        """Export ``model`` to ONNX at ``path``, validated on dev examples, with this task's labels and inputs.
+
+        Usage: ``view.export(model, run / "model.onnx").to_dict()`` (``options`` go to ``export_onnx``)
+        """
+        from shrink.export import export_onnx
+
+        return export_onnx(model, path, example_batch=self.sample_batch(batch_size), tokenizer=self.tokenizer,
+                           label_names=self.task.label_names, deploy_info=self.deploy_info(), **options)
+
     def deploy_info(self) -> dict[str, Any]:
         """What a server needs to know beside the model: the task, and how inputs are prepared."""
         info: dict[str, Any] = {"task": self.task.name, "is_regression": self.task.is_regression}
@@ -232,11 +242,9 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
                             f"{source.model_dir} alone, with generated sample inputs") from None
     if view is None:
         sample = example_inputs(model, batch_size, image_shape=parse_shape(example_shape), seq_len=seq_len or 128)
+        report = export_onnx(model, target, example_batch=sample, opset=opset, tokenizer=tokenizer, atol=atol)
     else:
-        sample, tokenizer = view.sample_batch(batch_size), view.tokenizer
-    report = export_onnx(model, target, example_batch=sample, opset=opset, tokenizer=tokenizer,
-                         label_names=view.task.label_names if view else None,
-                         deploy_info=view.deploy_info() if view else None, atol=atol)
+        report = view.export(model, target, batch_size, opset=opset, atol=atol)
     record: dict[str, Any] = {"source": str(source.root.resolve()), "export": report.to_dict()}
     if method is not None:
         data = {} if view is None else {"calibration": view.loader("train", calibration_samples, batch_size=32),
