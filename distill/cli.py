@@ -17,14 +17,14 @@ import argparse
 from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
-from shrink.cliargs import add_flag_table, add_training_flags, recipe_overrides, table_overrides
+from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
 DEMO_RECIPE = "demo"
 
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
-DISTILL_FLAGS: dict[str, tuple[str, type, str]] = {
+DISTILL_FLAGS: FlagTable = {
     "teacher": ("distill.teacher", str, "teacher: alias, hub id, directory or run directory; a,b,c is an ensemble"),
     "student": ("model.name", str, "student: preset (bert-tiny), alias (tinybert), hub id, zoo name or directory"),
     "student_init": ("distill.student_init", str, "pretrained (default), from_teacher (copy teacher layers) or random"),
@@ -35,7 +35,7 @@ DISTILL_FLAGS: dict[str, tuple[str, type, str]] = {
     "teacher_lr": ("distill.teacher_train.lr", float, "learning rate of that teacher phase"),
 }
 # Per-stage objective flags: dest -> (key inside a stage, type, help)
-STAGE_FLAGS: dict[str, tuple[str, type, str]] = {
+STAGE_FLAGS: FlagTable = {
     "kd_loss": ("kd.loss", str, "prediction-layer loss: ce, kl or mse (regression: mse)"),
     "temperature": ("kd.temperature", float, "KD temperature T"),
     "kd_weight": ("kd.weight", float, "weight of the KD term (0: none)"),
@@ -43,7 +43,7 @@ STAGE_FLAGS: dict[str, tuple[str, type, str]] = {
     "reduction": ("reduction", str, "sum (reference) or mean over layer pairs"),
 }
 # Per-entry intermediate flags: dest -> (key inside an intermediate entry, type, help)
-INTERMEDIATE_FLAGS: dict[str, tuple[str, type, str]] = {
+INTERMEDIATE_FLAGS: FlagTable = {
     "intermediate": ("loss", str, "intermediate loss (mi, hidden_mse, cos, pkd, ...; 'none' removes them); "
                                   "adds one entry when the recipe has none"),
     "layer_map": ("layer_map", str, "skip, last, emd, tinybert, ... or explicit pairs like 0:0,6:2,12:4"),

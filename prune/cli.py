@@ -34,7 +34,7 @@ from prune.metatrain import example_input, light_prune, train_metanet
 from prune.pruner import PruneResult, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
-from shrink.cliargs import add_flag_table, add_training_flags, recipe_overrides, table_overrides
+from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
 from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
@@ -47,7 +47,7 @@ PRUNE_INFO = "prune.json"
 PLOT_FILE = "accuracy_vs_speedup.png"
 
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
-PRUNE_FLAGS: dict[str, tuple[str, type, str]] = {
+PRUNE_FLAGS: FlagTable = {
     "method": ("prune.method", str, f"importance criterion: {', '.join(CRITERIA.names())}"),
     "speedup": ("prune.speedup", float, "target MACs speed-up over the base model (default 2.0)"),
     "param_ratio": ("prune.param_ratio", float, "target parameter ratio base / pruned (instead of --speedup)"),

@@ -10,7 +10,7 @@ Usage::
 """
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from shrink.recipe import Recipe, Section, TrainConfig
 
@@ -18,17 +18,20 @@ DEFAULT_SPEEDUP = 2.0
 
 
 class Phase(Section):
-    """A training phase as overrides of ``train:`` (None keeps the recipe's value).
+    """A training phase as overrides of ``train:`` (None keeps the recipe's value); ``milestones`` are the
+    phase's own epochs for ``schedule: multistep``.
 
-    Usage: ``Phase(epochs=80, lr=0.01).apply(recipe.train)``
+    Usage: ``Phase(epochs=80, lr=0.01, milestones=[40, 70]).apply(recipe.train)``
     """
 
     epochs: float | None = Field(None, gt=0)
     lr: float | None = Field(None, gt=0)
+    milestones: list[float] | None = None
 
     def apply(self, base: TrainConfig) -> TrainConfig:
-        """``base`` with this phase's epochs / lr."""
-        return base.model_copy(update={key: value for key, value in self.model_dump().items() if value is not None})
+        """``base`` with this phase's settings, validated as a whole (milestones need ``multistep``)."""
+        changes = {key: value for key, value in self.model_dump().items() if value is not None}
+        return TrainConfig.model_validate({**base.model_dump(), **changes})
 
 
 class MetaSection(Section):
@@ -103,6 +106,17 @@ class PruneRecipe(Recipe):
     """
 
     prune: PruneSection = Field(default_factory=PruneSection)
+
+    @model_validator(mode="after")
+    def _phases_fit_train(self) -> PruneRecipe:
+        phases = {"prune.finetune": self.prune.finetune, "prune.metanet_finetune": self.prune.metanet_finetune,
+                  "prune.meta.light_finetune": self.prune.meta.light_finetune}
+        for name, phase in phases.items():
+            try:
+                phase.apply(self.train)
+            except ValidationError as error:  # e.g. milestones while train.schedule is not multistep
+                raise ValueError(f"{name}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        return self
 
 
 __all__ = ["MetaSection", "Phase", "PruneRecipe", "PruneSection"]

@@ -12,14 +12,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from shrink.errors import UserError
 
-# flag dest -> (recipe key, type, help)
-TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
+
+def float_list(text: str) -> list[float]:
+    """A comma-separated list of numbers, for list-valued flags. Usage: ``float_list("60,90") == [60.0, 90.0]``."""
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+# flag dest -> (recipe key, type (a str -> value converter), help)
+FlagTable = dict[str, tuple[str, Callable[[str], Any], str]]
+
+TRAINING_FLAGS: FlagTable = {
     "model": ("model.name", str, "zoo name (resnet56, vit-tiny, ...), HF alias (bert-base, tinybert), hub id or directory"),
     "dataset": ("data.dataset", str, "dataset or GLUE task (sst2, rte, fashion-mnist, cifar10, text-files, ...)"),
     "data_dir": ("data.data_dir", str, "folder holding the dataset's files"),
@@ -32,10 +40,13 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
     "epochs": ("train.epochs", float, "training epochs"),
     "max_steps": ("train.max_steps", int, "stop after this many optimizer steps"),
     "batch_size": ("train.batch_size", int, "per-process batch size"),
-    "lr": ("train.lr", float, "peak learning rate (AdamW)"),
-    "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
+    "optimizer": ("train.optimizer", str, "adamw or sgd (with --momentum)"),
+    "lr": ("train.lr", float, "peak learning rate"),
+    "momentum": ("train.momentum", float, "SGD momentum"),
+    "weight_decay": ("train.weight_decay", float, "weight decay"),
     "warmup_ratio": ("train.warmup_ratio", float, "fraction of steps spent warming up"),
-    "schedule": ("train.schedule", str, "learning-rate schedule: linear, cosine or constant"),
+    "schedule": ("train.schedule", str, "learning-rate schedule: linear, cosine, constant or multistep"),
+    "milestones": ("train.milestones", float_list, "multistep: comma-separated epochs where the lr drops by gamma"),
     "grad_accum": ("train.grad_accum", int, "gradient accumulation steps"),
     "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
     "mixed_precision": ("train.mixed_precision", str, "no, bf16 or fp16 (GPU)"),
@@ -43,9 +54,6 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
     "checkpoint_every": ("train.checkpoint_every", int, "also checkpoint every N optimizer steps"),
     "out": ("output_dir", str, "run directory"),
 }
-
-
-FlagTable = dict[str, tuple[str, type, str]]
 
 
 def add_flag_table(parser: argparse.ArgumentParser, table: FlagTable) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shrink.errors import UserError
 from shrink.runs import atomic_write_text
@@ -52,7 +52,10 @@ class DataSection(Section):
 
 
 class TrainConfig(Section):
-    """The training engine's settings (see :mod:`shrink.train`)."""
+    """The training engine's settings (see :mod:`shrink.train`; optimizer and schedule: :mod:`shrink.optim`).
+
+    ``milestones`` (epochs) and ``gamma`` belong to ``schedule: multistep``; ``momentum`` to ``optimizer: sgd``.
+    """
 
     epochs: float = Field(3, gt=0)
     max_steps: int | None = Field(None, gt=0)
@@ -61,7 +64,11 @@ class TrainConfig(Section):
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant", "multistep"] = "linear"
+    milestones: list[float] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
     grad_accum: int = Field(1, gt=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -70,6 +77,14 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _milestones_match_schedule(self) -> TrainConfig:
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones (epochs at which the lr is multiplied by gamma)")
+        if self.milestones and self.schedule != "multistep":
+            raise ValueError(f"milestones are only used by schedule 'multistep', not '{self.schedule}'")
+        return self
 
 
 class Recipe(Section):
@@ -189,4 +204,7 @@ def _explain(err: ValidationError, schema: type[BaseModel], source: str) -> str:
         hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
         where = f" in section '{parent}'" if parent else ""
         return f"{source}: unknown key '{dotted}'{where}{hint} valid keys: {', '.join(valid)}"
+    if first["type"] == "value_error":  # a validator's own sentence: the input is a whole section, leave it out
+        where = f"'{dotted}': " if dotted else ""
+        return f"{source}: {where}{first['msg'].removeprefix('Value error, ')}"
     return f"{source}: '{dotted}': {first['msg']} (got {first.get('input')!r})"

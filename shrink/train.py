@@ -35,9 +35,9 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from shrink.errors import UserError
+from shrink.optim import make_optimizer, make_scheduler
 from shrink.recipe import TrainConfig
 from shrink.runs import RunDir, atomic_write_json
 
@@ -195,8 +195,7 @@ class Trainer:
             eval_loader = DataLoader(dev_set, batch_size=self.config.eval_batch_size or 2 * self.config.batch_size,
                                      shuffle=False, collate_fn=collate, num_workers=self.config.num_workers)
         trainable = [model] + ([self.step_fn] if isinstance(self.step_fn, nn.Module) else [])
-        optimizer = torch.optim.AdamW(_param_groups(trainable, self.config.weight_decay),
-                                      lr=self.config.lr or lr_default)
+        optimizer = make_optimizer(self.config, trainable, lr=self.config.lr or lr_default)
         prepared = self.accelerator.prepare(*trainable, optimizer, train_loader)
         self.model = prepared[0]
         if isinstance(self.step_fn, nn.Module):
@@ -205,11 +204,8 @@ class Trainer:
         self.eval_loader = self.accelerator.prepare(eval_loader) if eval_loader is not None else None
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.config.grad_accum)
         self.total_steps = self.config.max_steps or math.ceil(self.config.epochs * self.steps_per_epoch)
-        scheduler = get_scheduler(
-            self.config.schedule, optimizer=optimizer,
-            num_warmup_steps=int(self.config.warmup_ratio * self.total_steps) * self.accelerator.num_processes,
-            num_training_steps=self.total_steps * self.accelerator.num_processes,
-        )
+        scheduler = make_scheduler(self.config, optimizer, self.total_steps, self.steps_per_epoch,
+                                   self.accelerator.num_processes)
         self.scheduler = self.accelerator.prepare(scheduler)
         self.progress = _Progress()
 
@@ -409,16 +405,6 @@ def process_state() -> PartialState:
 def _multi_cpu() -> bool:
     # Accelerate treats a launch with several processes as multi-CPU (gloo) only when asked for the CPU.
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and normalisation weights (1-d tensors), as is standard for AdamW."""
-    decay, no_decay = [], []
-    for module in modules:
-        for param in module.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _checkpoint_dirs(folder: Path) -> list[Path]:

@@ -73,6 +73,9 @@ def test_baseline_method_on_a_given_base_model(metanet_run, tmp_path):
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(name, PruneRecipe)
     assert recipe.prune.method == "metanet" and recipe.prune.meta.held_out < recipe.prune.meta.data_models
+    finetune = recipe.prune.finetune.apply(recipe.train)  # the spec's SGD step schedule, with the phase's milestones
+    assert (finetune.optimizer, finetune.schedule, finetune.lr) == ("sgd", "multistep", 0.01)
+    assert max(finetune.milestones) < finetune.epochs and finetune.milestones != recipe.train.milestones
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -80,6 +83,7 @@ def test_shipped_recipes_validate(name):
     (["--speedup", "2", "--param-ratio", "2"], "give one target"),
     (["--method", "metanet", "--metanet", "missing-folder"], "cannot load a metanetwork"),
     (["--set", "prune.meta.held_out=5"], "held_out"),
+    (["--set", "prune.finetune.milestones=[2]"], "prune.finetune: milestones are only used by schedule 'multistep'"),
     (["--model", "vit-micro", "--method", "metanet"], "are supported"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsys):

@@ -160,3 +160,58 @@ def test_fp16_without_gpu_is_refused():
         pytest.skip("a GPU is present")
     with pytest.raises(UserError, match="fp16"):
         make_trainer(mixed_precision="fp16")
+
+
+def test_sgd_with_multistep_schedule_learns_and_drops_the_lr_at_each_milestone():
+    trainer = make_trainer(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
+                           milestones=[1, 2], gamma=0.1, warmup_ratio=0.0)
+    seen = []
+    original = trainer.optimizer.step
+
+    def record_lr(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = record_lr
+    result = trainer.fit()
+    assert isinstance(trainer.optimizer.optimizer, torch.optim.SGD)
+    assert trainer.optimizer.param_groups[0]["momentum"] == 0.9
+    assert seen[:10] == pytest.approx([0.1] * 10)          # 10 steps per epoch
+    assert seen[10:20] == pytest.approx([0.01] * 10)
+    assert seen[20:] == pytest.approx([0.001] * 10)
+    assert result.best["accuracy"] > 0.9
+
+
+def test_sgd_multistep_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    settings = dict(optimizer="sgd", schedule="multistep", milestones=[1.5], checkpoint_every=4)
+    reference = make_trainer(run=RunDir.create(tmp_path / "ref"), **settings)
+    reference.fit()
+    original = Trainer._forward
+    calls = {"n": 0}
+
+    def crash_on_call_19(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 19:  # past the milestone (step 15) and the step-16 checkpoint
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_forward", crash_on_call_19)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(run=RunDir.create(tmp_path / "run"), **settings).fit()
+    monkeypatch.setattr(Trainer, "_forward", original)
+    resumed = make_trainer(run=RunDir(tmp_path / "run"), resume=True, **settings)
+    resumed.fit()
+    assert torch.equal(weights(resumed.model), weights(reference.model))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(schedule="multistep"), "needs milestones"),
+    (dict(schedule="cosine", milestones=[2]), "only used by schedule 'multistep'"),
+    (dict(optimizer="adam"), "optimizer"),
+])
+def test_inconsistent_optimizer_settings_are_refused(settings, message):
+    from shrink.errors import UserError
+    from shrink.recipe import build_recipe
+
+    with pytest.raises(UserError, match=message):
+        build_recipe({"train": settings})
