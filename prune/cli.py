@@ -30,7 +30,7 @@ from prune.config import PruneRecipe
 from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
-from prune.metatrain import example_input, light_prune, train_metanet
+from prune.metatrain import example_input, given_collection, light_prune, train_metanet
 from prune.pruner import PruneResult, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
@@ -59,6 +59,7 @@ PRUNE_FLAGS: FlagTable = {
     "finetune_lr": ("prune.finetune.lr", float, "finetuning learning rate after pruning"),
     "kd_weight": ("prune.kd_weight", float, "weight of KD from the unpruned model while finetuning (0: none)"),
     "data_models": ("prune.meta.data_models", int, "networks trained for meta-training (last held out)"),
+    "collection": ("prune.meta.collection", str, "a folder of trained model folders to meta-train on instead"),
     "meta_epochs": ("prune.meta.epochs", int, "meta-training epochs"),
 }
 
@@ -261,6 +262,8 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
         network_to_graph(experiment.model, example_input(experiment))
         if recipe.prune.metanet:
             load_metanet(recipe.prune.metanet)
+        elif recipe.prune.meta.collection:
+            given_collection(recipe.prune.meta.collection, recipe.prune.meta.held_out)
     run = open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite)
     if only_metanet:
         metanet_for(recipe, experiment, run)

@@ -38,11 +38,13 @@ class MetaSection(Section):
     """Meta-training: the collection of data models, the metanetwork's shape and its optimisation.
 
     ``data_models`` are trained from scratch (seeds after the recipe's), lightly pruned to ``light_speedup``
-    and finetuned; the last ``held_out`` of them only judge the epochs. ``val_fraction`` of the training
-    split is held back for that judgement (the dev/test split is never used).
+    and finetuned; the last ``held_out`` of them only judge the epochs. ``collection``: a folder of saved
+    model folders to use instead (trained and usually lightly pruned already; taken in name order).
+    ``val_fraction`` of the training split is held back for that judgement (the dev/test split is never used).
     """
 
     data_models: int = Field(4, ge=2)
+    collection: str | None = None
     held_out: int = Field(1, ge=1)
     light_speedup: float = Field(1.32, gt=1)
     light_finetune: Phase = Field(default_factory=Phase)

@@ -42,6 +42,7 @@ from prune.pruner import finetune, protected_modules, prune_model
 from shrink.errors import UserError
 from shrink.experiment import Experiment, fit, load_task, prepare_experiment
 from shrink.models import load_model, save_model
+from shrink.models.io import SPEC_FILE
 from shrink.runs import atomic_write_json
 from shrink.train import Batch, evaluate_model
 
@@ -295,6 +296,19 @@ def build_collection(recipe: PruneRecipe, folder: Path, log: Callable[[str], Non
     return paths
 
 
+def given_collection(folder: str | os.PathLike, held_out: int) -> list[Path]:
+    """The saved model folders inside ``folder`` (name order); UserError when fewer than ``held_out`` + 1.
+
+    Usage: ``paths = given_collection("runs/prune-r56/collection", held_out=1)``
+    """
+    root = Path(folder)
+    paths = sorted(path for path in root.iterdir() if (path / SPEC_FILE).is_file()) if root.is_dir() else []
+    if len(paths) <= held_out:
+        raise UserError(f"collection {root} holds {len(paths)} saved model folder(s); meta-training needs more than "
+                        f"held_out = {held_out} (folders written by shrink's save_model, e.g. RUN/collection)")
+    return paths
+
+
 def meta_loaders(recipe: PruneRecipe, experiment: Experiment) -> tuple[DataLoader, DataLoader]:
     """Meta-training batches (the training split, augmented, minus a seeded ``val_fraction``) and the
     held-back part without augmentation, for epoch selection. Usage: ``train, val = meta_loaders(recipe, e)``
@@ -330,8 +344,9 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
     """
     meta = recipe.prune.meta
     example = example_input(experiment)
-    models = [DataModel.from_model(load_model(path), example, name=path.name)
-              for path in build_collection(recipe, folder / "collection", log)]
+    paths = given_collection(meta.collection, meta.held_out) if meta.collection else \
+        build_collection(recipe, folder / "collection", log)
+    models = [DataModel.from_model(load_model(path), example, name=path.name) for path in paths]
     split = len(models) - meta.held_out
     layout = models[0].graph.layout
     metanet = MetaNetwork(layout.node_dim, layout.edge_dim, meta.hidden, meta.layers, meta.rho)

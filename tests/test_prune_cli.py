@@ -59,6 +59,12 @@ def test_metatrain_then_prune_with_the_saved_metanetwork(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["speedup"] >= 1.4
 
 
+def test_metatrain_on_a_given_collection(metanet_run, tmp_path):
+    main(["metatrain"] + TINY + META + ["--collection", str(metanet_run / "collection"), "--out", str(tmp_path / "m")])
+    assert not (tmp_path / "m" / "collection").exists()  # nothing trained: the given networks were used
+    assert load_metanet(tmp_path / "m" / "metanet").config.hidden == 8
+
+
 def test_baseline_method_on_a_given_base_model(metanet_run, tmp_path):
     main(TINY + ["--base-model", str(metanet_run / "base"), "--method", "random", "--param-ratio", "1.3",
                  "--out", str(tmp_path / "run")])
@@ -85,6 +91,7 @@ def test_shipped_recipes_validate(name):
     (["--set", "prune.meta.held_out=5"], "held_out"),
     (["--set", "prune.finetune.milestones=[2]"], "prune.finetune: milestones are only used by schedule 'multistep'"),
     (["--model", "vit-micro", "--method", "metanet"], "are supported"),
+    (["--method", "metanet", "--collection", "no-such-folder"], "holds 0 saved model folder(s)"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
