@@ -2,7 +2,8 @@
 
 One meta-step on one data model (metapruning spec section 4): the metanetwork maps the model's graph to new
 weights ``W``; the task loss (cross-entropy summed over training batches, through ``functional_call`` with
-the BN running statistics of the original) plus DepGraph's group-norm regulariser
+the BN running statistics of the original, scaled to the reference's sum over the whole training set in
+batches of 500, see :func:`reference_ce_scale`) plus DepGraph's group-norm regulariser
 ``R = reg / 2 * sum_c gamma_c * ||w_c||^2`` (``gamma_c`` up to ``alpha`` times larger for weak channels)
 is differentiated with respect to ``W`` held as detached leaves, accumulated over all batches, and chained
 into the metanetwork with one backward pass (same gradient as back-propagating each batch, flat memory).
@@ -48,6 +49,7 @@ from shrink.train import Batch, evaluate_model
 
 HISTORY_FILE = "metatrain.json"
 MIN_SELECT_SPEEDUP = 1.05
+REFERENCE_META_BATCH = 500  # the reference's meta-step sums the CE over the training set in batches of 500
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class MetaTrainConfig:
     """Meta-training settings (spec defaults for ResNet-56: lr 1e-3, 100 epochs, milestone 3, reg 10, alpha 16).
 
     ``select_speedup``: the speed-up held-out models are pruned to (without finetuning) to pick the epoch.
+    ``ce_scale``: multiplies each batch's mean CE (see :func:`reference_ce_scale`).
     """
 
     epochs: int = 100
@@ -156,6 +159,7 @@ class MetaTrainConfig:
     gamma: float = 0.1
     reg: float = 10.0
     alpha: float = 16.0
+    ce_scale: float = 1.0
     select_speedup: float = 2.0
     progress: bool = True
 
@@ -170,8 +174,9 @@ class MetaTrainResult:
 
 
 def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], reg: float = 10.0,
-              alpha: float = 16.0) -> dict[str, float]:
-    """Accumulate one data model's meta-gradient into ``metanet``'s ``.grad``; returns the summed CE and R.
+              alpha: float = 16.0, ce_scale: float = 1.0) -> dict[str, float]:
+    """Accumulate one data model's meta-gradient into ``metanet``'s ``.grad``; returns the CE (the batches'
+    mean CE summed, times ``ce_scale``) and R.
 
     A non-finite weight gradient skips the step (as the reference does) and reports ``skipped: 1``.
     Usage: ``optimizer.zero_grad(); meta_step(metanet, item, batches); optimizer.step()``
@@ -183,7 +188,7 @@ def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], r
     ce = 0.0
     for batch in batches:
         logits = functional_call(item.model, leaves, (batch["pixel_values"],))
-        loss = F.cross_entropy(logits, batch["labels"])
+        loss = ce_scale * F.cross_entropy(logits, batch["labels"])
         loss.backward()
         ce += float(loss.detach())
     penalty = group_norm_penalty(item.groups, leaves, reg, alpha)
@@ -233,7 +238,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0}
         for item in collection:
             optimizer.zero_grad(set_to_none=True)
-            terms = meta_step(metanet, item, train_batches, config.reg, config.alpha)
+            terms = meta_step(metanet, item, train_batches, config.reg, config.alpha, config.ce_scale)
             if not terms["skipped"]:
                 optimizer.step()
             for key, value in terms.items():
@@ -337,6 +342,18 @@ class _Limited:
         return itertools.islice(self.loader, self.count)
 
 
+def reference_ce_scale(train_examples: int, batches_per_step: int) -> float:
+    """The CE weight that balances the regulariser as in the reference, whatever the batch size and count.
+
+    The reference sums the batch-mean CE over the whole training set in batches of 500 (~100 on CIFAR),
+    and ``reg = 10`` is tuned against that sum; with fewer or other batches the same ``reg`` would
+    dominate and shrink the network to chance. This scale turns the mean CE of the batches a step sees
+    into an estimate of that sum: ``train_examples / 500`` batch means.
+    Usage: ``reference_ce_scale(45_000, 20) == 4.5``
+    """
+    return train_examples / (REFERENCE_META_BATCH * batches_per_step)
+
+
 def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
                   log: Callable[[str], None] = print) -> MetaNetwork:
     """The ``prune metatrain`` stage: build (or reuse) the collection in ``folder / "collection"``, meta-train,
@@ -351,10 +368,12 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
     layout = models[0].graph.layout
     metanet = MetaNetwork(layout.node_dim, layout.edge_dim, meta.hidden, meta.layers, meta.rho)
     train, val = meta_loaders(recipe, experiment)
+    batches = min(meta.batches_per_step or len(train), len(train))
     # Held-out models are already lightly pruned: judge them at the rest of the way to the target.
     target = recipe.prune.target().get("speedup", DEFAULT_SPEEDUP)
     config = MetaTrainConfig(epochs=meta.epochs, lr=meta.lr, milestones=tuple(meta.milestones), reg=meta.reg,
-                             alpha=meta.alpha, select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
+                             alpha=meta.alpha, ce_scale=reference_ce_scale(len(train.dataset), batches),
+                             select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
                              progress=recipe.train.progress)
     meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
                save_dir=folder / "metanet", log=log)

@@ -8,7 +8,8 @@ import torch_pruning as tp
 
 from prune.graph import graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet, save_metanet
-from prune.metatrain import DataModel, MetaTrainConfig, group_norm_penalty, meta_step, meta_train, regularizer_groups
+from prune.metatrain import (DataModel, MetaTrainConfig, group_norm_penalty, meta_step, meta_train,
+                             reference_ce_scale, regularizer_groups)
 from prune.pruner import prune_model
 from shrink.errors import UserError
 from shrink.models import build_model
@@ -173,3 +174,17 @@ def test_meta_train_selects_on_held_out_models_and_saves(tmp_path):
     assert json.loads((tmp_path / "metanet" / "metatrain.json").read_text())["best_epoch"] == result.best_epoch
     with pytest.raises(UserError, match="held-out"):
         meta_train(metanet, collection, [], batches(1), batches(1), config)
+
+
+def test_ce_scale_weights_the_task_gradient_against_the_regulariser():
+    item, data = tiny_data_model(0), batches(2)
+    gradients = {}
+    for scale in (1.0, 3.0):
+        torch.manual_seed(0)  # the same metanetwork both times
+        metanet = MetaNetwork(item.graph.layout.node_dim, item.graph.layout.edge_dim, hidden=8, layers=1)
+        terms = meta_step(metanet, item, data, reg=0.0, ce_scale=scale)
+        gradients[scale] = (terms["ce"], torch.cat([p.grad.flatten() for p in metanet.parameters()]))
+    assert gradients[3.0][0] == pytest.approx(3 * gradients[1.0][0], rel=1e-5)
+    torch.testing.assert_close(gradients[3.0][1], 3 * gradients[1.0][1], rtol=1e-4, atol=1e-7)
+    # the reference: ~100 batch means (45k examples / 500); 20 batches seen -> each weighs 4.5
+    assert reference_ce_scale(45_000, 20) == pytest.approx(4.5)

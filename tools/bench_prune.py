@@ -149,7 +149,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "metanet": {**shared, "method": "metanet",
                     "metanet_finetune": {"epochs": args.metanet_epochs, "lr": args.finetune_lr},
                     "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
-                             "milestones": [max(1, args.meta_epochs // 2)], "batches_per_step": args.meta_batches,
+                             "batches_per_step": args.meta_batches,
                              "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}},
         "group-l2": {**shared, "method": "group-l2"},
         "group-l2 (matched)": {**shared, "method": "group-l2",
