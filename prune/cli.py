@@ -53,6 +53,7 @@ PRUNE_FLAGS: FlagTable = {
     "param_ratio": ("prune.param_ratio", float, "target parameter ratio base / pruned (instead of --speedup)"),
     "protect": ("prune.protect", str, "comma-separated layers never pruned (the classifier always is protected)"),
     "iterative_steps": ("prune.iterative_steps", int, "each step prunes 1/N of the channels, globally ranked"),
+    "round_to": ("prune.round_to", int, "keep pruned widths multiples of N (8 or 16: faster kernels)"),
     "base_model": ("prune.base_model", str, "a trained model folder (default: train --model first)"),
     "metanet": ("prune.metanet", str, "a saved metanetwork folder (default for --method metanet: meta-train one)"),
     "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
@@ -167,7 +168,7 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     needs_grad = CRITERIA.get(section.method).needs_grad
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, grad_fn=gradient_fn(experiment) if needs_grad else None,
+        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=gradient_fn(experiment) if needs_grad else None,
         base=base_counts, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)

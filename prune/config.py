@@ -74,6 +74,7 @@ class PruneSection(Section):
     speedup: float | None = Field(None, gt=1)
     param_ratio: float | None = Field(None, gt=1)
     iterative_steps: int = Field(200, gt=0)
+    round_to: int | None = Field(None, gt=1)
     protect: list[str] = Field(default_factory=list)
     base_model: str | None = None
     metanet: str | None = None

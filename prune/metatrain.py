@@ -271,7 +271,7 @@ def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe) -
     """
     meta = recipe.prune.meta
     prune_model(model, example_input(experiment), speedup=meta.light_speedup, protect=recipe.prune.protect,
-                iterative_steps=recipe.prune.iterative_steps)
+                iterative_steps=recipe.prune.iterative_steps, round_to=recipe.prune.round_to)
     finetune(experiment, model, meta.light_finetune.apply(recipe.train))
     return model
 

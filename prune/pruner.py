@@ -106,6 +106,7 @@ def prune_model(
     param_ratio: float | None = None,
     protect: Sequence[str] = (),
     iterative_steps: int = 200,
+    round_to: int | None = None,
     grad_fn: GradFn | None = None,
     base: tuple[int, int] | None = None,
     on_step: StepHook | None = None,
@@ -113,7 +114,9 @@ def prune_model(
     """Prune ``model`` in place until base/pruned MACs >= ``speedup`` (or params >= ``param_ratio``).
 
     ``base``: (MACs, params) of the original model when ``model`` was already pruned earlier (targets are
-    always relative to the original). ``grad_fn(model)`` runs a backward pass on some training data;
+    always relative to the original). ``round_to``: keep every pruned layer's width a multiple of it (CPU and GPU
+    kernels work in blocks of 8 or 16 channels, so odd widths save MACs but little time; the target may then
+    be overshot by up to one block). ``grad_fn(model)`` runs a backward pass on some training data;
     criteria that rank by gradients (``taylor``) call it, in eval mode, before each step. ``on_step(model,
     entry)`` sees each step's history entry and may add figures to it (e.g. accuracy).
     Usage: ``prune_model(model, x, criterion="taylor", speedup=2, grad_fn=lambda m: loss_on(m).backward())``
@@ -134,7 +137,7 @@ def prune_model(
         result = PruneResult(CRITERIA.canonical(criterion), *(base or (count_macs(model, example_input),
                                                                         count_parameters(model))), 0, 0, 0)
         return _prune_steps(model, example_input, chosen, result, speedup, target, protect, iterative_steps,
-                            grad_fn, on_step)
+                            round_to, grad_fn, on_step)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -142,10 +145,11 @@ def prune_model(
 
 def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterion, result: PruneResult,
                  speedup: float | None, target: float, protect: Sequence[str], iterative_steps: int,
-                 grad_fn: GradFn | None, on_step: StepHook | None) -> PruneResult:
+                 round_to: int | None, grad_fn: GradFn | None, on_step: StepHook | None) -> PruneResult:
     pruner = tp.pruner.BasePruner(
         model, example_input, importance=chosen.make(), global_pruning=True, pruning_ratio=1.0,
-        iterative_steps=iterative_steps, ignored_layers=protected_modules(model, protect, example_input),
+        iterative_steps=iterative_steps, round_to=round_to,
+        ignored_layers=protected_modules(model, protect, example_input),
     )
     result.macs, result.params = count_macs(model, example_input), count_parameters(model)
     reached = result.speedup if speedup is not None else result.param_ratio

@@ -3,6 +3,7 @@ pruned models save and load, criteria are known by name, bad targets are explain
 import pytest
 import torch
 import torch_pruning as tp
+from torch import nn
 from torch.nn import functional as F
 
 from prune.importance import CRITERIA
@@ -64,6 +65,14 @@ def test_achieved_speedup_is_within_five_percent_of_the_target(target):
     assert target <= result.speedup <= 1.05 * target
     assert result.history[-1]["speedup"] == result.speedup and result.macs < result.base_macs
     assert model.fc.out_features == 10  # the classifier's outputs are protected
+
+
+def test_round_to_keeps_every_width_a_multiple_of_the_block():
+    model = trained_like(build_model("resnet20", num_classes=10, image_size=16))
+    result = prune_model(model, EXAMPLE, speedup=2.0, round_to=8)
+    widths = [module.out_channels for module in model.modules() if isinstance(module, nn.Conv2d)]
+    assert result.speedup >= 2.0 and all(width % 8 == 0 for width in widths)
+    assert min(widths) < 16  # pruning did happen inside the first stage's blocks too, in whole blocks
 
 
 def test_parameter_ratio_target_and_gradient_criteria():
