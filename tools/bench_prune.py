@@ -17,6 +17,9 @@ the same finetuning seed, each through the ``prune`` command's own code (``prune
 * ``group-l2 (matched)``: group-l2 finetuned for as many epochs as metanet spends after the dense model
   (light + metanet + finetune), so that the comparison is not won by the extra epochs.
 
+``--round-to N`` prunes every width to a multiple of N (rows named "... rN"; the metanet row reuses the
+metanetwork meta-trained by the run without it, when there is one).
+
 Each pruned model and the dense one are exported to ONNX and timed with ONNX Runtime at batch 1 and 64
 (rounds alternate between the models, medians are kept). Goals: metanet's drop <= 0.3 points and metanet
 >= group-l2; latency speed-up >= 1.8x at 2.5x MACs. Dev accuracy is the task's dev split (Fashion-MNIST's
@@ -27,6 +30,7 @@ Usage::
 
     python tools/bench_prune.py --out runs/bench-prune                     # both parts, ResNet-20 on Fashion-MNIST
     python tools/bench_prune.py --out runs/bench-prune --only cost
+    python tools/bench_prune.py --out runs/bench-prune --only accuracy --round-to 8   # after the first
     python tools/bench_prune.py --out runs/bench-prune --model resnet56 --base-epochs 30 --finetune-epochs 20
 """
 from __future__ import annotations
@@ -143,19 +147,25 @@ def dense_model(args: argparse.Namespace, out: Path) -> Path:
 def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Each benchmarked row's ``prune:`` section (finetuning epochs counted after the dense model)."""
     finetune = {"epochs": args.finetune_epochs, "lr": args.finetune_lr}
-    shared = {"speedup": args.speedup, "finetune": finetune, "export_onnx": True, "curve_points": 4}
+    shared = {"speedup": args.speedup, "finetune": finetune, "export_onnx": True, "curve_points": 4,
+              "round_to": args.round_to}
     extra = args.light_epochs + args.metanet_epochs
-    return {
-        "metanet": {**shared, "method": "metanet",
-                    "metanet_finetune": {"epochs": args.metanet_epochs, "lr": args.finetune_lr},
-                    "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
-                             "batches_per_step": args.meta_batches,
-                             "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}},
+    metanet = {**shared, "method": "metanet",
+               "metanet_finetune": {"epochs": args.metanet_epochs, "lr": args.finetune_lr},
+               "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
+                        "batches_per_step": args.meta_batches,
+                        "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
+    if args.round_to and (Path(args.out) / "metanet" / "metanet").is_dir():
+        metanet["metanet"] = str(Path(args.out) / "metanet" / "metanet")  # reuse the unrounded run's metanetwork
+    runs = {
+        "metanet": metanet,
         "group-l2": {**shared, "method": "group-l2"},
         "group-l2 (matched)": {**shared, "method": "group-l2",
                                "finetune": {**finetune, "epochs": args.finetune_epochs + extra}},
         "random": {**shared, "method": "random"},
     }
+    suffix = f" r{args.round_to}" if args.round_to else ""
+    return {name + suffix: section for name, section in runs.items()}
 
 
 def run_method(args: argparse.Namespace, out: Path, dense: Path, name: str, section: dict[str, Any]) -> Path:
@@ -187,7 +197,8 @@ def onnx_latency(models: dict[str, Path], image_shape: tuple[int, ...], rounds: 
 def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train the dense model, prune it with every method, export and time everything; rows for the table."""
     dense = dense_model(args, out)
-    runs = {name: run_method(args, out, dense, name, section) for name, section in method_runs(args).items()}
+    sections = method_runs(args)
+    runs = {name: run_method(args, out, dense, name, section) for name, section in sections.items()}
     results = {name: json.loads((folder / "metrics.json").read_text()) for name, folder in runs.items()}
     dense_onnx = out / "dense-onnx" / "model.onnx"
     if not dense_onnx.exists():
@@ -204,7 +215,7 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
              **{f"latency speed-up b{b}": 1.0 for b in LATENCY_BATCHES}}]
     for name, metrics in results.items():
         score = metrics["pruned"]["dev"][metric]
-        section = method_runs(args)[name]
+        section = sections[name]
         epochs = section["finetune"]["epochs"] + (args.light_epochs + args.metanet_epochs
                                                   if section["method"] == "metanet" else 0)
         rows.append({"model": name, "post-dense epochs": epochs,
@@ -216,8 +227,10 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                         for b in LATENCY_BATCHES}})
     seconds = {name: json.loads((folder / "bench_seconds.json").read_text())["seconds"]
                for name, folder in runs.items() if (folder / "bench_seconds.json").exists()}
+    metanet_name = next(name for name, section in sections.items() if section["method"] == "metanet")
+    metanet_dir = Path(sections[metanet_name].get("metanet") or runs[metanet_name] / "metanet")
     return {"rows": rows, "latency_ms": latency, "wall_seconds": seconds,
-            "metatrain": json.loads((runs["metanet"] / "metanet" / "metatrain.json").read_text())}
+            "metatrain": json.loads((metanet_dir / "metatrain.json").read_text())}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -234,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--speedup", type=float, default=2.5)
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="prune widths to multiples of N (runs named '... rN'; metanet reuses OUT/metanet's GNN)")
     parser.add_argument("--base-epochs", type=float, default=3)
     parser.add_argument("--finetune-epochs", type=float, default=3)
     parser.add_argument("--light-epochs", type=float, default=1)
@@ -261,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         print_table("metanetwork cost on the light-pruned ResNet-56 graph (this CPU)", cost_rows(result["cost"]))
     if args.only in (None, "accuracy"):
         result["accuracy"] = accuracy_part(args, out)
-        print_table(f"{args.model} on {args.dataset}, target {args.speedup}x MACs", result["accuracy"]["rows"])
+        rounding = f", widths rounded to multiples of {args.round_to}" if args.round_to else ""
+        print_table(f"{args.model} on {args.dataset}, target {args.speedup}x MACs{rounding}",
+                    result["accuracy"]["rows"])
         meta = result["accuracy"]["metatrain"]
         print(f"meta-training: held-out data model pruned without finetuning, validation accuracy "
               f"{meta['history'][0]['score']:.4f} with the untrained metanetwork (epoch 0), "
               f"{meta['best_score']:.4f} at the kept epoch {meta['best_epoch']}")
-    atomic_write_json(out / "bench_prune.json", result)
+    atomic_write_json(out / f"bench_prune{f'-r{args.round_to}' if args.round_to else ''}.json", result)
     print(json.dumps(result, indent=1, default=str))
     return 0
 
