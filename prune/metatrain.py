@@ -191,14 +191,27 @@ def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], r
         loss = ce_scale * F.cross_entropy(logits, batch["labels"])
         loss.backward()
         ce += float(loss.detach())
+    ce_grads = [leaf.grad for leaf in leaves.values()]
     penalty = group_norm_penalty(item.groups, leaves, reg, alpha)
-    penalty.backward()
-    terms = {"ce": ce, "reg": float(penalty.detach()), "skipped": 0.0}
-    grads = [leaves[name].grad for name in weights]
+    reg_grads = torch.autograd.grad(penalty, list(leaves.values()), allow_unused=True)
+    # The balance of the two pulls on W decides whether the networks stay accurate: worth logging.
+    terms = {"ce": ce, "reg": float(penalty.detach()), "skipped": 0.0,
+             "reg_to_ce_grad": _norm(reg_grads) / max(_norm(ce_grads), 1e-12)}
+    grads = [_sum((ce_grad, reg_grad), like=leaf)
+             for ce_grad, reg_grad, leaf in zip(ce_grads, reg_grads, leaves.values())]
     if not all(torch.isfinite(grad).all() for grad in grads):
         return {**terms, "skipped": 1.0}
     torch.autograd.backward(list(weights.values()), grads)
     return terms
+
+
+def _norm(tensors: Iterable[torch.Tensor | None]) -> float:
+    return math.sqrt(sum(float(t.detach().square().sum()) for t in tensors if t is not None))
+
+
+def _sum(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
+    present = [t for t in tensors if t is not None]
+    return sum(present[1:], present[0]) if present else torch.zeros_like(like)
 
 
 def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
@@ -235,7 +248,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     bar = tqdm(range(1, config.epochs + 1), desc="meta-train", unit="epoch", disable=not config.progress)
     for epoch in bar:
         metanet.train()
-        sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0}
+        sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0, "reg_to_ce_grad": 0.0}
         for item in collection:
             optimizer.zero_grad(set_to_none=True)
             terms = meta_step(metanet, item, train_batches, config.reg, config.alpha, config.ce_scale)
@@ -246,10 +259,11 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         scheduler.step()
         metanet.eval()
         score = selection_score(metanet, held_out, val_batches, config.select_speedup)
-        entry = {"epoch": epoch, "ce": sums["ce"] / len(collection), "reg": sums["reg"] / len(collection),
+        entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
                  "skipped": sums["skipped"], "score": score}
         result.history.append(entry)
-        bar.set_postfix(ce=f"{entry['ce']:.3f}", reg=f"{entry['reg']:.3f}", score=f"{score:.4f}")
+        bar.set_postfix(ce=f"{entry['ce']:.3f}", reg=f"{entry['reg']:.3f}",
+                        reg_to_ce_grad=f"{entry['reg_to_ce_grad']:.2f}", score=f"{score:.4f}")
         if score > result.best_score:
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(metanet.state_dict())

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 import torch_pruning as tp
+from torch.func import functional_call
+from torch.nn import functional as F
 
 from prune.graph import graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet, save_metanet
@@ -176,15 +178,33 @@ def test_meta_train_selects_on_held_out_models_and_saves(tmp_path):
         meta_train(metanet, collection, [], batches(1), batches(1), config)
 
 
-def test_ce_scale_weights_the_task_gradient_against_the_regulariser():
+def fresh_metanet(item):
+    torch.manual_seed(0)  # the same metanetwork every time
+    return MetaNetwork(item.graph.layout.node_dim, item.graph.layout.edge_dim, hidden=8, layers=1)
+
+
+def test_meta_step_gradient_equals_backpropagating_the_whole_meta_loss():
     item, data = tiny_data_model(0), batches(2)
-    gradients = {}
-    for scale in (1.0, 3.0):
-        torch.manual_seed(0)  # the same metanetwork both times
-        metanet = MetaNetwork(item.graph.layout.node_dim, item.graph.layout.edge_dim, hidden=8, layers=1)
-        terms = meta_step(metanet, item, data, reg=0.0, ce_scale=scale)
-        gradients[scale] = (terms["ce"], torch.cat([p.grad.flatten() for p in metanet.parameters()]))
-    assert gradients[3.0][0] == pytest.approx(3 * gradients[1.0][0], rel=1e-5)
-    torch.testing.assert_close(gradients[3.0][1], 3 * gradients[1.0][1], rtol=1e-4, atol=1e-7)
+    metanet = fresh_metanet(item)
+    terms = meta_step(metanet, item, data, reg=2.0, ce_scale=3.0)
+    accumulated = [param.grad.clone() for param in metanet.parameters()]
+    metanet = fresh_metanet(item)
+    graph = item.graph
+    weights = graph_params(graph.layout, *metanet(graph.data.x, graph.data.edge_index, graph.data.edge_attr,
+                                                  graph.layout.blocks))
+    ce = sum(3.0 * F.cross_entropy(functional_call(item.model, weights, (batch["pixel_values"],)), batch["labels"])
+             for batch in data)
+    (ce + group_norm_penalty(item.groups, weights, 2.0, 16.0)).backward()
+    for got, param in zip(accumulated, metanet.parameters()):
+        torch.testing.assert_close(got, param.grad, rtol=1e-4, atol=1e-6)
+    assert terms["ce"] == pytest.approx(float(ce), rel=1e-5) and terms["reg_to_ce_grad"] > 0
+
+
+def test_ce_scale_and_reg_set_the_balance_of_the_two_gradients():
+    item, data = tiny_data_model(0), batches(2)
+    ratio = {(scale, reg): meta_step(fresh_metanet(item), item, data, reg=reg, ce_scale=scale)["reg_to_ce_grad"]
+             for scale, reg in [(1.0, 2.0), (1.0, 4.0), (2.0, 4.0)]}
+    assert ratio[1.0, 4.0] == pytest.approx(2 * ratio[1.0, 2.0], rel=1e-4)
+    assert ratio[2.0, 4.0] == pytest.approx(ratio[1.0, 2.0], rel=1e-4)
     # the reference: ~100 batch means (45k examples / 500); 20 batches seen -> each weighs 4.5
     assert reference_ce_scale(45_000, 20) == pytest.approx(4.5)
