@@ -153,7 +153,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     metanet = {**shared, "method": "metanet",
                "metanet_finetune": {"epochs": args.metanet_epochs, "lr": args.finetune_lr},
                "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
-                        "batches_per_step": args.meta_batches,
+                        "batches_per_step": args.meta_batches, "reg": args.meta_reg,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
     if args.round_to and (Path(args.out) / "metanet" / "metanet").is_dir():
         metanet["metanet"] = str(Path(args.out) / "metanet" / "metanet")  # reuse the unrounded run's metanetwork
@@ -259,6 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-models", type=int, default=3, help="collection size (the last is held out)")
     parser.add_argument("--meta-epochs", type=int, default=20)
     parser.add_argument("--meta-batches", type=int, default=20, help="training batches per meta-step")
+    parser.add_argument("--meta-reg", type=float, default=10.0,
+                        help="regulariser weight (spec: 10; watch reg_to_ce_grad in metatrain.json)")
     parser.add_argument("--latency-rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
