@@ -20,7 +20,9 @@ the same finetuning seed, each through the ``prune`` command's own code (``prune
 ``--round-to N`` prunes every width to a multiple of N (rows named "... rN"; the metanet row reuses the
 metanetwork meta-trained by the run without it, when there is one).
 
-Each pruned model and the dense one are exported to ONNX and timed with ONNX Runtime at batch 1 and 64
+A last, latency-only row thins the dense model uniformly (the same channel fraction everywhere) to the
+target: what the runtime makes of fewer MACs alone. Each pruned model and the dense one are exported to
+ONNX and timed with ONNX Runtime at batch 1 and 64
 (rounds alternate between the models, medians are kept). Goals: metanet's drop <= 0.3 points and metanet
 >= group-l2; latency speed-up >= 1.8x at 2.5x MACs. Dev accuracy is the task's dev split (Fashion-MNIST's
 test split); no choice is made on it (finetuning keeps the last epoch, meta-training selects on a part of
@@ -45,14 +47,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch_pruning as tp
 
 from prune.cli import run_prune
 from prune.config import PruneRecipe
 from prune.metanet import MetaNetwork
 from prune.metatrain import DataModel, meta_step
-from prune.pruner import prune_model
-from shrink.bench import image_shape_of, measure_onnx
+from prune.pruner import protected_modules, prune_model
+from shrink.bench import count_macs, count_parameters, image_shape_of, measure_onnx
 from shrink.deploy_cli import export_source
+from shrink.export import export_onnx
 from shrink.experiment import fit, prepare_experiment
 from shrink.models import build_model, load_model, save_model
 from shrink.recipe import build_recipe
@@ -61,6 +65,7 @@ from shrink.runs import RunDir, atomic_write_json
 
 REFERENCE_COST = {"forward_s": 33.0, "forward_backward_s": 71.0, "step_s": 102.0, "step_peak_gb": 6.0}
 LATENCY_BATCHES = (1, 64)
+UNIFORM = "uniform widths (latency only)"
 
 
 # --------------------------------------------------------------------------------------------- cost
@@ -182,12 +187,39 @@ def run_method(args: argparse.Namespace, out: Path, dense: Path, name: str, sect
     return folder
 
 
+def uniform_reference(dense: Path, out: Path, target: float, round_to: int | None) -> tuple[Path, int, float]:
+    """The dense model thinned *uniformly* (every layer keeps the same channel fraction) to >= ``target`` MACs
+    speed-up, exported to ONNX for latency only (untrained): how fast the runtime makes fewer MACs alone.
+    Returns (ONNX path, parameters, MACs speed-up)."""
+    model = load_model(dense).eval()
+    example = torch.zeros(1, *image_shape_of(model))
+    base = count_macs(model, example)
+
+    def thinned(ratio: float) -> torch.nn.Module:
+        thin = load_model(dense).eval()
+        pruner = tp.pruner.BasePruner(thin, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, round_to=round_to,
+                                      ignored_layers=protected_modules(thin, (), example))
+        pruner.step()
+        return thin
+
+    low, high = 0.0, 0.9
+    for _ in range(12):  # bisect the channel ratio to the smallest one that reaches the target
+        middle = (low + high) / 2
+        low, high = (middle, high) if base / count_macs(thinned(middle), example) < target else (low, middle)
+    model = thinned(high)
+    path = out / f"uniform{f'-r{round_to}' if round_to else ''}-onnx" / "model.onnx"
+    if not path.exists():
+        export_onnx(model, path, example_batch={"pixel_values": torch.randn(4, *example.shape[1:])})
+    return path, count_parameters(model), base / count_macs(model, example)
+
+
 def onnx_latency(models: dict[str, Path], image_shape: tuple[int, ...], rounds: int) -> dict[str, dict[str, float]]:
     """Median ONNX Runtime latency (ms) per model and batch size, rounds alternating between the models."""
     samples: dict[str, dict[str, list[float]]] = {name: {str(b): [] for b in LATENCY_BATCHES} for name in models}
     for _ in range(rounds):
         for name, path in models.items():
-            figures = measure_onnx(path, batch_sizes=LATENCY_BATCHES, image_shape=image_shape, repeats=20)
+            figures = measure_onnx(path, batch_sizes=LATENCY_BATCHES, image_shape=image_shape, repeats=100)
             for batch, entry in figures["latency"].items():
                 samples[name][batch].append(entry["median_ms"])
     return {name: {batch: statistics.median(values) for batch, values in by_batch.items()}
@@ -206,8 +238,9 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     first = next(iter(results.values()))
     metric = first["primary_metric"]
     dense_score = first["base"]["dev"][metric]
-    latency = onnx_latency({"dense": dense_onnx, **{name: runs[name] / "model.onnx" for name in runs}},
-                           image_shape_of(load_model(dense)), args.latency_rounds)
+    uniform, uniform_params, uniform_speedup = uniform_reference(dense, out, args.speedup, args.round_to)
+    latency = onnx_latency({"dense": dense_onnx, **{name: runs[name] / "model.onnx" for name in runs},
+                            UNIFORM: uniform}, image_shape_of(load_model(dense)), args.latency_rounds)
     rows = [{"model": f"dense {args.model}", "post-dense epochs": 0, "pruned, before finetune": None,
              f"dev {metric}": 100 * dense_score,
              "drop (points)": 0.0, "MACs speed-up": 1.0, "params": first["base"]["params"],
@@ -225,6 +258,10 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                      **{f"ORT b{b} ms": latency[name][str(b)] for b in LATENCY_BATCHES},
                      **{f"latency speed-up b{b}": latency["dense"][str(b)] / latency[name][str(b)]
                         for b in LATENCY_BATCHES}})
+    rows.append({"model": UNIFORM, "MACs speed-up": uniform_speedup, "params": uniform_params,
+                 **{f"ORT b{b} ms": latency[UNIFORM][str(b)] for b in LATENCY_BATCHES},
+                 **{f"latency speed-up b{b}": latency["dense"][str(b)] / latency[UNIFORM][str(b)]
+                    for b in LATENCY_BATCHES}})
     seconds = {name: json.loads((folder / "bench_seconds.json").read_text())["seconds"]
                for name, folder in runs.items() if (folder / "bench_seconds.json").exists()}
     metanet_name = next(name for name, section in sections.items() if section["method"] == "metanet")
@@ -262,7 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--meta-reg", type=float, default=0.5,
                         help="regulariser weight; the spec's 10 pulls ~50x harder than the CE on these briefly "
                              "trained networks and drives them to chance (see reg_to_ce_grad in metatrain.json)")
-    parser.add_argument("--latency-rounds", type=int, default=3)
+    parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
     return parser.parse_args(argv)
