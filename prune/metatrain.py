@@ -40,6 +40,7 @@ from prune.config import DEFAULT_SPEEDUP, PruneRecipe
 from prune.graph import NetworkGraph, graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, save_metanet
 from prune.pruner import finetune, protected_modules, prune_model
+from shrink.bench import DEFAULT_IMAGE_SHAPE
 from shrink.errors import UserError
 from shrink.experiment import Experiment, fit, load_task, prepare_experiment
 from shrink.models import load_model, save_model
@@ -292,7 +293,7 @@ def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe) -
 
 def example_input(experiment: Experiment) -> torch.Tensor:
     """One zero image of the task's shape, for tracing. Usage: ``example_input(experiment).shape``."""
-    return torch.zeros(1, *(experiment.task.image_shape or (3, 32, 32)))
+    return torch.zeros(1, *(experiment.task.image_shape or DEFAULT_IMAGE_SHAPE))
 
 
 def build_collection(recipe: PruneRecipe, folder: Path, log: Callable[[str], None] = print) -> list[Path]:

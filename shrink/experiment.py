@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from shrink.bench import measure_model, size_on_disk
+from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
 from shrink.models import create_model, save_model
 from shrink.recipe import Recipe, save_recipe
@@ -65,15 +65,21 @@ def load_task(recipe: Recipe) -> TaskData:
     )
 
 
+def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
+    """``create_model`` sized for ``task`` (labels, image shape; CIFAR's shape for text tasks).
+
+    Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
+    """
+    image = task.image_shape or DEFAULT_IMAGE_SHAPE
+    return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
+                        is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
+
+
 def prepare_experiment(recipe: Recipe, model_name: str | None = None) -> Experiment:
     """Load the data and build (or load) the model sized for it. Usage: ``prepare_experiment(recipe)``."""
     task = load_task(recipe)
-    image = task.image_shape or (3, 32, 32)
     set_seed(recipe.train.seed)  # the model's random init belongs to the seeded run
-    model, tokenizer = create_model(
-        model_name or recipe.model.name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
-        is_regression=task.is_regression, tokenizer_fallback=task.tokenizer, **recipe.model.args,
-    )
+    model, tokenizer = load_for_task(model_name or recipe.model.name, task, task.tokenizer, **recipe.model.args)
     collate = make_collate(task, tokenizer, recipe.data.max_length)
     return Experiment(recipe, task, model, tokenizer, collate)
 

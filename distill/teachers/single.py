@@ -24,7 +24,8 @@ from transformers import PreTrainedModel
 
 from shrink.data import TaskData
 from shrink.errors import UserError
-from shrink.models import create_model, read_spec
+from shrink.experiment import load_for_task
+from shrink.models import read_spec
 from shrink.models.io import HF_CONFIG_FILE, SPEC_FILE
 from shrink.registry import Registry
 from shrink.train import forward_logits
@@ -157,16 +158,6 @@ def check_label_count(role: str, name: str, source: str, task: TaskData) -> None
         raise UserError(f"the {role} '{name}' predicts {count} labels but task {task.name} (and so the other model) "
                         f"has {wanted}; teacher and student need one label set: pass a {role} trained on this task "
                         "or its base model")
-
-
-def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
-    """``create_model`` sized for ``task`` (labels, image shape).
-
-    Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
-    """
-    image = task.image_shape or (3, 32, 32)
-    return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
-                        is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
 
 
 def has_trained_head(model: nn.Module, source: str) -> bool:
