@@ -168,7 +168,8 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     needs_grad = CRITERIA.get(section.method).needs_grad
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=gradient_fn(experiment) if needs_grad else None,
+        iterative_steps=section.iterative_steps, round_to=section.round_to,
+        grad_fn=gradient_fn(experiment) if needs_grad else None,
         base=base_counts, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)

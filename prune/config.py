@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationError, model_validator
 
-from shrink.recipe import Recipe, Section, TrainConfig
+from shrink.recipe import Recipe, Section, TrainConfig, validator_message
 
 DEFAULT_SPEEDUP = 2.0
 
@@ -121,7 +121,7 @@ class PruneRecipe(Recipe):
             try:
                 phase.apply(self.train)
             except ValidationError as error:  # e.g. milestones while train.schedule is not multistep
-                raise ValueError(f"{name}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                raise ValueError(f"{name}: {validator_message(error)}") from None
         return self
 
 

@@ -193,6 +193,14 @@ def _valid_keys(schema: type[BaseModel], parents: tuple[str, ...]) -> list[str]:
     return []
 
 
+def validator_message(err: ValidationError) -> str:
+    """The first error's sentence without pydantic's "Value error, " prefix.
+
+    Usage: ``raise ValueError(f"prune.finetune: {validator_message(err)}")``
+    """
+    return err.errors()[0]["msg"].removeprefix("Value error, ")
+
+
 def _explain(err: ValidationError, schema: type[BaseModel], source: str) -> str:
     first = err.errors()[0]
     loc = tuple(str(part) for part in first["loc"])
@@ -206,5 +214,5 @@ def _explain(err: ValidationError, schema: type[BaseModel], source: str) -> str:
         return f"{source}: unknown key '{dotted}'{where}{hint} valid keys: {', '.join(valid)}"
     if first["type"] == "value_error":  # a validator's own sentence: the input is a whole section, leave it out
         where = f"'{dotted}': " if dotted else ""
-        return f"{source}: {where}{first['msg'].removeprefix('Value error, ')}"
+        return f"{source}: {where}{validator_message(err)}"
     return f"{source}: '{dotted}': {first['msg']} (got {first.get('input')!r})"
