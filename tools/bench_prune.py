@@ -173,6 +173,12 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {name + suffix: section for name, section in runs.items()}
 
 
+def post_dense_epochs(section: dict[str, Any]) -> float:
+    """Training epochs a row spends after the dense model: every phase its ``prune:`` section runs."""
+    phases = (section["finetune"], section.get("metanet_finetune", {}), section.get("meta", {}).get("light_finetune", {}))
+    return sum(phase.get("epochs", 0) for phase in phases)
+
+
 def run_method(args: argparse.Namespace, out: Path, dense: Path, name: str, section: dict[str, Any]) -> Path:
     """One ``prune`` run (reused when finished earlier, resumed when interrupted); returns its folder."""
     folder = out / name.replace(" ", "-").replace("(", "").replace(")", "")
@@ -248,11 +254,10 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
              **{f"latency speed-up b{b}": 1.0 for b in LATENCY_BATCHES}}]
     for name, metrics in results.items():
         score = metrics["pruned"]["dev"][metric]
-        section = sections[name]
-        epochs = section["finetune"]["epochs"] + (args.light_epochs + args.metanet_epochs
-                                                  if section["method"] == "metanet" else 0)
+        epochs = post_dense_epochs(sections[name])
         rows.append({"model": name, "post-dense epochs": epochs,
-                     "pruned, before finetune": 100 * metrics["dev_before_finetune"][metric], f"dev {metric}": 100 * score,
+                     "pruned, before finetune": 100 * metrics["dev_before_finetune"][metric],
+                     f"dev {metric}": 100 * score,
                      "drop (points)": 100 * (dense_score - score), "MACs speed-up": metrics["speedup"],
                      "params": metrics["pruned"]["params"],
                      **{f"ORT b{b} ms": latency[name][str(b)] for b in LATENCY_BATCHES},
