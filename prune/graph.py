@@ -30,7 +30,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch_geometric.data import Data
 
-from shrink.bench import DEFAULT_IMAGE_SHAPE, device_of, image_shape_of
+from shrink.bench import device_of, zero_image
 from shrink.errors import UserError
 
 BN_COLUMNS = ("gamma", "beta", "mean", "var")
@@ -297,7 +297,7 @@ def network_to_graph(model: nn.Module, example_input: torch.Tensor | None = None
     of the model's recorded input shape. Usage: ``graph = network_to_graph(build_model("resnet56"))``
     """
     if example_input is None:
-        example_input = torch.zeros(1, *(image_shape_of(model) or DEFAULT_IMAGE_SHAPE))
+        example_input = zero_image(model)
     tracer = _Tracer(trace(model, example_input))
     tracer.run()
     return _assemble(model, tracer)

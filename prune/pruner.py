@@ -23,7 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prune.importance import CRITERIA, Criterion
-from shrink.bench import DEFAULT_IMAGE_SHAPE, count_macs, count_parameters, image_shape_of
+from shrink.bench import count_macs, count_parameters, zero_image
 from shrink.errors import UserError
 from shrink.experiment import Experiment, fit
 from shrink.recipe import TrainConfig
@@ -130,7 +130,7 @@ def prune_model(
     if chosen.needs_grad and grad_fn is None:
         raise UserError(f"criterion '{criterion}' ranks by gradients and needs training data to compute them")
     if example_input is None:
-        example_input = torch.zeros(1, *(image_shape_of(model) or DEFAULT_IMAGE_SHAPE))
+        example_input = zero_image(model)
     was_training = model.training
     model.eval()  # tracing runs forward passes: in train mode they would move the BN running statistics
     try:

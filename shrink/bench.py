@@ -102,6 +102,14 @@ def image_shape_of(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
+def zero_image(model: nn.Module) -> torch.Tensor:
+    """One all-zero image of the shape ``model`` expects (CIFAR's when it does not say), for tracing.
+
+    Usage: ``zero_image(build_model("resnet20", in_channels=1)).shape == (1, 1, 32, 32)``
+    """
+    return torch.zeros(1, *(image_shape_of(model) or DEFAULT_IMAGE_SHAPE))
+
+
 def is_text_model(model: nn.Module) -> bool:
     """True for models fed token ids (Hugging Face text models, text ONNX models). Usage: ``is_text_model(m)``."""
     names = getattr(model, "input_names", None)

@@ -54,7 +54,7 @@ from prune.config import PruneRecipe
 from prune.metanet import MetaNetwork
 from prune.metatrain import DataModel, meta_step
 from prune.pruner import protected_modules, prune_model
-from shrink.bench import count_macs, count_parameters, image_shape_of, measure_onnx
+from shrink.bench import count_macs, count_parameters, image_shape_of, measure_onnx, zero_image
 from shrink.deploy_cli import export_source
 from shrink.export import export_onnx
 from shrink.experiment import fit, prepare_experiment
@@ -198,7 +198,7 @@ def uniform_reference(dense: Path, out: Path, target: float, round_to: int | Non
     speed-up, exported to ONNX for latency only (untrained): how fast the runtime makes fewer MACs alone.
     Returns (ONNX path, parameters, MACs speed-up)."""
     model = load_model(dense).eval()
-    example = torch.zeros(1, *image_shape_of(model))
+    example = zero_image(model)
     base = count_macs(model, example)
 
     def thinned(ratio: float) -> torch.nn.Module:
