@@ -220,6 +220,7 @@ class Trainer:
                    disable=not (self.config.progress and self.accelerator.is_local_main_process))
         running_loss, window_start, window_samples = None, time.perf_counter(), 0
         while prog.step < self.total_steps:
+            self._train_mode()
             self.sampler.epoch = prog.epoch
             loader = self.train_loader
             if prog.batches_in_epoch:
@@ -260,6 +261,13 @@ class Trainer:
             self._end_epoch(self._epoch_train_loss())
         bar.close()
         return self._result()
+
+    def _train_mode(self) -> None:
+        # Models arrive in whatever mode their loader left (from_pretrained and pruning hand over eval mode,
+        # evaluation switches to it): dropout and BatchNorm statistics must train every epoch.
+        self.model.train()
+        if isinstance(self.step_fn, nn.Module):
+            self.step_fn.train()
 
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.step_fn(self.model, batch)

@@ -215,3 +215,54 @@ def test_inconsistent_optimizer_settings_are_refused(settings, message):
 
     with pytest.raises(UserError, match=message):
         build_recipe({"train": settings})
+
+
+class RandomTokens(torch.utils.data.Dataset):
+    """Sixteen random token sequences with a binary label."""
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        gen = torch.Generator().manual_seed(i)
+        return {"input_ids": torch.randint(5, 100, (8,), generator=gen), "label": i % 2}
+
+
+def token_collate(items):
+    ids = torch.stack([it["input_ids"] for it in items])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([it["label"] for it in items])}
+
+
+def recording_step(modes: list):
+    def step(model, batch):
+        modes.append(model.training)
+        return supervised_loss(forward_logits(model, batch), batch["labels"])
+    return step
+
+
+def test_a_bn_cnn_handed_over_in_eval_mode_trains_in_train_mode():
+    """Pruning hands its models over in eval mode: the finetune must still update BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)).eval()
+    before = model[1].running_mean.clone()
+    modes: list[bool] = []
+    Trainer(model, Blobs(160, 0), Blobs(64, 1), collate=collate, config=config(epochs=2),
+            step=recording_step(modes)).fit()
+    assert modes and all(modes)  # every step, including those of the epoch after an evaluation
+    assert not torch.equal(model[1].running_mean, before)
+    assert int(model[1].num_batches_tracked) == len(modes)
+
+
+def test_a_hugging_face_model_from_pretrained_trains_with_dropout(tmp_path):
+    """``from_pretrained`` returns a model in eval mode; fine-tuning it must run with dropout on."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    small = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    BertForSequenceClassification(small).save_pretrained(tmp_path)
+    model = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert not model.training
+    modes: list[bool] = []
+    Trainer(model, RandomTokens(), RandomTokens(), collate=token_collate, config=config(epochs=2, batch_size=8),
+            step=recording_step(modes)).fit()
+    assert len(modes) == 4 and all(modes)
