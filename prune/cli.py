@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -30,7 +31,7 @@ from prune.config import PruneRecipe
 from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
-from prune.metatrain import example_input, given_collection, light_prune, train_metanet
+from prune.metatrain import example_input, given_collection, light_prune, recalibrate_batchnorm, train_metanet
 from prune.pruner import PruneResult, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
@@ -126,6 +127,9 @@ def transformed_start(recipe: PruneRecipe, experiment: Experiment, run: RunDir, 
 
     def transform() -> nn.Module:
         moved = apply_metanet(metanet, light, example_input(experiment))
+        shuffled = DataLoader(experiment.task.train, batch_size=recipe.train.batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(recipe.train.seed), collate_fn=experiment.collate)
+        recalibrate_batchnorm(moved, shuffled)
         finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train))
         return moved
 

@@ -33,6 +33,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -50,6 +51,7 @@ from shrink.train import Batch, evaluate_model
 
 HISTORY_FILE = "metatrain.json"
 MIN_SELECT_SPEEDUP = 1.05
+CALIBRATION_EXAMPLES = 1024  # images whose BatchNorm statistics replace stale ones
 REFERENCE_META_BATCH = 500  # the reference's meta-step sums the CE over the training set in batches of 500
 
 
@@ -215,15 +217,36 @@ def _sum(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> torch.Te
     return sum(present[1:], present[0]) if present else torch.zeros_like(like)
 
 
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], examples: int = CALIBRATION_EXAMPLES) -> nn.Module:
+    """Replace ``model``'s BatchNorm running statistics by their average over about ``examples`` images of
+    ``batches`` (torch's ``update_bn``); its training mode is kept. A metanetwork or a prune changes the
+    weights but not the statistics, so without this a better network can score worse.
+    Usage: ``recalibrate_batchnorm(transformed, train_loader)``
+    """
+    def images() -> Iterator[torch.Tensor]:
+        seen = 0
+        for batch in batches:
+            if seen >= examples:
+                return
+            seen += len(batch["pixel_values"])
+            yield batch["pixel_values"]
+
+    with torch.no_grad():
+        update_bn(images(), model)
+    return model
+
+
 def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
-                    speedup: float) -> float:
-    """Mean validation accuracy of the held-out models after the metanetwork and pruning to ``speedup``
-    (no finetuning). Usage: ``selection_score(metanet, held_out, val_batches, 2.0)``
+                    speedup: float, calibration_batches: Iterable[Batch]) -> float:
+    """Mean validation accuracy of the held-out models after the metanetwork, pruning to ``speedup`` (no
+    finetuning) and BatchNorm recalibration on ``calibration_batches`` (training data).
+    Usage: ``selection_score(metanet, held_out, val_batches, 2.0, train_batches)``
     """
     scores = []
     for item in held_out:
         pruned = apply_metanet(metanet, item.model, item.example_input)
         prune_model(pruned, item.example_input, speedup=speedup)
+        recalibrate_batchnorm(pruned, calibration_batches)
         scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])
     return sum(scores) / len(scores)
 
@@ -244,7 +267,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
     result = MetaTrainResult()
     best_state = copy.deepcopy(metanet.state_dict())
-    result.best_score = selection_score(metanet, held_out, val_batches, config.select_speedup)
+    result.best_score = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
     result.history.append({"epoch": 0, "score": result.best_score})
     bar = tqdm(range(1, config.epochs + 1), desc="meta-train", unit="epoch", disable=not config.progress)
     for epoch in bar:
@@ -259,7 +282,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
                 sums[key] += value
         scheduler.step()
         metanet.eval()
-        score = selection_score(metanet, held_out, val_batches, config.select_speedup)
+        score = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
         entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
                  "skipped": sums["skipped"], "score": score}
         result.history.append(entry)

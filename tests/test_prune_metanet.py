@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from prune.graph import graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet, save_metanet
 from prune.metatrain import (DataModel, MetaTrainConfig, group_norm_penalty, meta_step, meta_train,
-                             reference_ce_scale, regularizer_groups)
+                             recalibrate_batchnorm, reference_ce_scale, regularizer_groups, selection_score)
 from prune.pruner import prune_model
 from shrink.errors import UserError
 from shrink.models import build_model
@@ -208,3 +208,25 @@ def test_ce_scale_and_reg_set_the_balance_of_the_two_gradients():
     assert ratio[2.0, 4.0] == pytest.approx(ratio[1.0, 2.0], rel=1e-4)
     # the reference: ~100 batch means (45k examples / 500); 20 batches seen -> each weighs 4.5
     assert reference_ce_scale(45_000, 20) == pytest.approx(4.5)
+
+
+def test_batchnorm_recalibration_reads_about_the_asked_examples_and_keeps_eval_mode():
+    model = tiny_data_model(0).model
+    recalibrate_batchnorm(model, batches(4), examples=32)  # batches of 16: two are read
+    assert not model.training
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(int(m.num_batches_tracked) == 2 for m in norms)
+
+
+def test_selection_scores_held_out_models_on_fresh_batchnorm_statistics():
+    """A held-out model's stale running statistics must not decide the score of a metanetwork."""
+    calibration, val = batches(4), batches(2, seed=2)
+    clean, stale = tiny_data_model(1), tiny_data_model(1)
+    recalibrate_batchnorm(clean.model, calibration)
+    for module in stale.model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.add_(3.0)
+            module.running_var.mul_(50.0)
+    identity = MetaNetwork(clean.graph.layout.node_dim, clean.graph.layout.edge_dim, hidden=8, layers=1, rho=0.0)
+    scores = [selection_score(identity, [item], val, 1.3, calibration) for item in (clean, stale)]
+    assert scores[0] == scores[1]
