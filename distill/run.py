@@ -56,6 +56,7 @@ from distill.students import StudentRequest, build_student, copy_teacher_layers
 from distill.teachers import Teacher, TeacherMember, build_teacher, load_teacher_member, teacher_class
 from shrink.bench import size_on_disk
 from shrink.data import TaskData, make_collate
+from shrink.digest import dataset_digest, state_digest, value_digest
 from shrink.errors import UserError
 from shrink.experiment import Experiment, default_output_dir, fit, load_task, model_figures, open_run, train_and_report
 from shrink.models import load_model
@@ -236,15 +237,28 @@ def teacher_dev_metrics(plan: DistillPlan, teacher: Teacher) -> dict[str, float]
     return evaluate_model(teacher, accelerator.prepare(loader), plan.task.metrics, accelerator=accelerator)
 
 
+def teacher_outputs_key(plan: DistillPlan, teacher: Teacher) -> str:
+    """A digest of everything the cached teacher logits depend on: the teacher's kind, settings and weights,
+    its tokenizer's vocabulary, the data settings (max length included) and the training examples themselves.
+
+    Usage: ``teacher_outputs_key(plan, teacher) == saved_metadata["source"]``
+    """
+    section = plan.recipe.distill
+    tokenizer = plan.members[teacher.feature_member].tokenizer
+    return value_digest({
+        "kind": type(teacher).__name__, "teacher_args": section.teacher_args,
+        "feature_teacher": teacher.feature_member, "weights": state_digest(teacher),
+        "vocabulary": value_digest(tokenizer.get_vocab()) if tokenizer is not None else None,
+        "data": plan.recipe.data.model_dump(mode="json"), "examples": dataset_digest(plan.task.train)})
+
+
 def cached_teacher_logits(plan: DistillPlan, teacher: Teacher, run: RunDir) -> torch.Tensor:
     """The teacher's logits over the training set, from ``RUN/teacher_logits.safetensors`` or computed once.
 
     Usage: ``logits = cached_teacher_logits(plan, teacher, run)  # [len(train), num_labels]``
     """
     path = run / TEACHER_LOGITS_FILE
-    # what the logits depend on: the teachers, the data and its sampling
-    source = json.dumps({"teachers": [m.name for m in plan.members], "data": plan.recipe.data.model_dump(mode="json"),
-                         "seed": plan.recipe.train.seed}, sort_keys=True)
+    source = teacher_outputs_key(plan, teacher)
     if path.is_file():
         with safetensors.safe_open(str(path), "pt") as saved:
             if (saved.metadata() or {}).get("source") == source:
@@ -429,6 +443,7 @@ __all__ = [
     "DistillResult",
     "Stage",
     "cached_teacher_logits",
+    "teacher_outputs_key",
     "describe_stage",
     "distill",
     "export_student",

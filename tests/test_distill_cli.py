@@ -10,7 +10,9 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 
 from distill.cli import build_parser, main, recipe_from_args
 from distill.pipeline import DistillStep
-from distill.run import distill
+from distill.run import cached_teacher_logits, distill, plan_distillation, teacher_outputs_key
+from distill.teachers import build_teacher
+from shrink.runs import RunDir
 from shrink.data.synthetic import synthetic_tokenizer
 
 # The demo recipe shrunk: a 2-layer teacher fine-tuned for one epoch, then KD + MI-alpha into bert-tiny.
@@ -170,3 +172,24 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_teacher_logit_cache_follows_what_the_logits_depend_on(tmp_path):
+    """Changed teacher weights, teacher settings or max length must never reuse the saved logits."""
+    def plan_for(*extra):
+        plan = plan_distillation(recipe_from_args(build_parser().parse_args([*TINY, "--intermediate", "none", *extra])))
+        return plan, build_teacher([member.model for member in plan.members])
+
+    plan, teacher = plan_for()
+    key = teacher_outputs_key(plan, teacher)
+    assert key == teacher_outputs_key(*plan_for())  # the same inputs: the same key
+    assert key != teacher_outputs_key(*plan_for("--max-length", "12"))
+    other, _ = plan_for()
+    other.recipe.distill.teacher_args["attn_implementation"] = "eager"
+    assert key != teacher_outputs_key(other, teacher)
+    run = RunDir(tmp_path)
+    first = cached_teacher_logits(plan, teacher, run)
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.5)  # the teacher retrained in place
+    assert teacher_outputs_key(plan, teacher) != key
+    assert not torch.equal(cached_teacher_logits(plan, teacher, run), first)
