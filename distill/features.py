@@ -20,6 +20,9 @@ from shrink.errors import UserError
 
 _QUERY_NAMES = ("query", "q_lin", "q_proj")
 _KEY_NAMES = ("key", "k_lin", "k_proj")
+# Where embeddings narrower than the hidden size are projected up (ELECTRA, ConvBERT, RoFormer; ALBERT):
+# hidden state 0 is the projection's output, not the embeddings'.
+_EMBEDDING_PROJECTIONS = ("embeddings_project", "embedding_hidden_mapping_in")
 
 
 def find_module(model: nn.Module, path: str) -> nn.Module:
@@ -110,8 +113,9 @@ def hf_layer_paths(model: nn.Module) -> list[str]:
                         "pass module paths to FeatureTaps yourself")
     named = list(model.named_modules())
     stacks = [name for name, module in named if isinstance(module, nn.ModuleList) and len(module) == layers]
-    embeddings = [name for name, module in named if name.split(".")[-1] == "embeddings"
-                  and not isinstance(module, nn.Embedding)]
+    embeddings = [name for name, module in named if name.split(".")[-1] in _EMBEDDING_PROJECTIONS]
+    embeddings += [name for name, module in named if name.split(".")[-1] == "embeddings"
+                   and not isinstance(module, nn.Embedding)]
     if not stacks or not embeddings:
         raise UserError(f"cannot find the embeddings and the {layers} layers of {type(model).__name__}; "
                         "use output_hidden_states=True or pass module paths to FeatureTaps")

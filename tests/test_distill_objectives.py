@@ -413,3 +413,18 @@ def test_feature_taps_on_a_bert_match_hidden_states_and_attention():
     assert torch.allclose(scores.softmax(-1), out.attentions[1], atol=1e-6)
     with pytest.raises(UserError, match="not a Hugging Face model"):
         hf_layer_paths(TinyCNN())
+
+
+def test_feature_zero_of_a_model_with_projected_embeddings_is_hidden_state_zero():
+    """ELECTRA-small's embeddings (128) are projected up to the hidden size (256) before layer 0."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    config = ElectraConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=24, max_position_embeddings=16, num_labels=2)
+    model = ElectraForSequenceClassification(config).eval()
+    paths = hf_layer_paths(model)
+    assert paths[0] == "electra.embeddings_project"
+    with FeatureTaps(model, paths) as taps:
+        out = model(torch.randint(0, 50, (2, 7)), output_hidden_states=True)
+        for i, path in enumerate(paths):
+            assert torch.allclose(taps[path], out.hidden_states[i]), path
