@@ -19,7 +19,7 @@ def _update(hasher: Any, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         hasher.update(f"{value.dtype}{tuple(value.shape)}".encode())
-        hasher.update(value.contiguous().view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        hasher.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     elif isinstance(value, np.ndarray):
         hasher.update(f"{value.dtype}{value.shape}".encode())
         hasher.update(np.ascontiguousarray(value).tobytes())
