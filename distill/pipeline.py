@@ -39,6 +39,7 @@ from distill.objectives import (
 )
 from distill.objectives.critics import SummaryMLP
 from distill.objectives.layer_maps import FeatureKind
+from distill.objectives.tokens import summary
 from distill.teachers import Teacher
 from shrink.errors import UserError
 from shrink.train import forward_logits
@@ -159,20 +160,47 @@ def read_feature(taps: FeatureTaps, path: FeaturePath, heads: int) -> Tensor:
 
 
 @torch.no_grad()
-def feature_widths(model: nn.Module, paths: Sequence[str], inputs: Batch) -> list[int]:
-    """Channels (feature maps) or last-dim width of each path's output on one sample batch.
+def sample_features(model: nn.Module, paths: Sequence[str], inputs: Batch) -> list[Tensor]:
+    """Each path's output on one sample batch, in eval mode (the model's mode is kept).
 
-    Usage: ``feature_widths(resnet, ["layer1", "layer2"], {"pixel_values": x})  # [16, 32]``
+    Usage: ``sample_features(resnet, ["layer1", "layer2"], {"pixel_values": x})[0].shape  # [B, 16, H, W]``
     """
     was_training = model.training
     model.eval()
     try:
         with FeatureTaps(model, paths) as taps:
             forward_logits(model, inputs)
-            features = taps.features()
+            return taps.features()
     finally:
         model.train(was_training)
-    return [f.shape[1] if f.dim() == 4 else f.shape[-1] for f in features]
+
+
+def feature_width(feature: Tensor) -> int:
+    """Channels of a feature map, else the last dimension. Usage: ``feature_width(torch.zeros(2, 16, 8, 8)) == 16``."""
+    return feature.shape[1] if feature.dim() == 4 else feature.shape[-1]
+
+
+def reads_summary(module: nn.Module) -> bool:
+    """True when a pair loss compares one summary vector per example ([CLS] or a feature map's mean): pkd, and
+    MI with the mlp critic. Usage: ``reads_summary(objective.pair_module(0, 0))``
+    """
+    summary_view = getattr(module, "view", None) == "summary"
+    return summary_view or (isinstance(module, MILoss) and isinstance(module.critic.student, SummaryMLP))
+
+
+def uninformative_pairs(objective: IntermediateObjective, student: Mapping[int, Tensor],
+                        teacher: Mapping[int, Tensor]) -> list[tuple[int, int]]:
+    """Fixed pairs whose summary features are the same for every sample example on either side, so a summary
+    loss can learn nothing from them (the [CLS] embedding of a BERT: one token, one position, one segment).
+
+    Usage: ``objective.drop_pairs(uninformative_pairs(objective, student_samples, teacher_samples))``
+    """
+    def constant(features: Tensor) -> bool:
+        vectors = summary(features).float()
+        return len(vectors) > 1 and bool((vectors - vectors[:1]).abs().max() <= 1e-6 * (1 + vectors.abs().max()))
+
+    return [(t, s) for t, s in objective.layer_map.pairs
+            if reads_summary(objective.pair_module(t, s)) and (constant(student[s]) or constant(teacher[t]))]
 
 
 def _heads(model: nn.Module) -> int:
@@ -184,11 +212,7 @@ def alignment_free(objective: IntermediateObjective) -> bool:
 
     Usage: ``alignment_free(term.objective)  # needed when teacher and student tokenize differently``
     """
-    def free(module: nn.Module) -> bool:
-        summary_view = getattr(module, "view", None) == "summary"
-        return summary_view or (isinstance(module, MILoss) and isinstance(module.critic.student, SummaryMLP))
-
-    return all(free(module) for module in objective.losses.values())
+    return all(reads_summary(module) for module in objective.losses.values())
 
 
 class IntermediateTerm(nn.Module):
@@ -238,13 +262,15 @@ def build_term(section: IntermediateSection, reduction: str, student: nn.Module,
                             f"{len(paths)} module path(s); list more paths or give pairs like '0:0'")
     used_student = sorted({s for _, s in layer_map.all_pairs()})
     used_teacher = sorted({t for t, _ in layer_map.all_pairs()})
+    samples: tuple[dict[int, Tensor], dict[int, Tensor]] = ({}, {})
     if kind == "attention":
-        widths = (_heads(student), _heads(teacher))
+        widths: tuple[Any, Any] = (_heads(student), _heads(teacher))
     else:
-        widths = (dict(zip(used_student, feature_widths(student, [student_all[i] for i in used_student],
-                                                        student_inputs))),
-                  dict(zip(used_teacher, feature_widths(teacher, [teacher_all[i] for i in used_teacher],
-                                                        teacher_inputs))))
+        samples = (dict(zip(used_student, sample_features(student, [student_all[i] for i in used_student],
+                                                          student_inputs))),
+                   dict(zip(used_teacher, sample_features(teacher, [teacher_all[i] for i in used_teacher],
+                                                          teacher_inputs))))
+        widths = tuple({i: feature_width(f) for i, f in side.items()} for side in samples)
     options = {**section.options, **{k: v for k, v in (("alpha", section.alpha), ("critic", section.critic))
                                      if v is not None}}
     try:
@@ -253,6 +279,10 @@ def build_term(section: IntermediateSection, reduction: str, student: nn.Module,
     except TypeError as err:
         raise UserError(f"intermediate loss '{section.loss}' does not take the options {sorted(options)}: "
                         f"{err}") from None
+    if kind == "hidden":
+        objective.drop_pairs(uninformative_pairs(objective, *samples))
+    used_student = sorted({s for _, s in objective.layer_map.all_pairs()})
+    used_teacher = sorted({t for t, _ in objective.layer_map.all_pairs()})
     return IntermediateTerm(name or objective.loss_name, objective, section.weight,
                             {i: student_all[i] for i in used_student}, {i: teacher_all[i] for i in used_teacher},
                             _heads(student), _heads(teacher))
@@ -372,10 +402,13 @@ __all__ = [
     "alignment_free",
     "build_term",
     "feature_paths",
-    "feature_widths",
+    "feature_width",
     "loss_features",
     "read_feature",
+    "reads_summary",
     "same_tokenizer",
+    "sample_features",
     "split_batch",
     "teacher_logits",
+    "uninformative_pairs",
 ]

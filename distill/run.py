@@ -299,6 +299,8 @@ def run_stage(plan: DistillPlan, stage: Stage, teacher: Teacher, cache: torch.Te
                "steps": result.steps, "train_seconds": result.train_seconds, "loss_terms": step.terms_seen.means(),
                "mi_k": step.mi_k, "teacher_outputs": step.teacher_outputs,
                "pairs": {f"{i}:{term.name}": term.objective.num_terms for i, term in enumerate(stage.terms)},
+               "skipped_pairs": {f"{i}:{term.name}": term.objective.skipped for i, term in enumerate(stage.terms)
+                                 if term.objective.skipped},
                "history": result.history}
     if process_state().is_main_process:
         with atomic_dir(folder / STAGE_FINAL) as tmp:
@@ -314,8 +316,10 @@ def describe_stage(stage: Stage) -> str:
     parts = []
     if stage.kd is not None and section.kd is not None:
         parts.append(f"{section.kd.weight:g}*kd[{stage.kd.name}, T={stage.kd.temperature:g}]")
-    parts += [f"{entry.weight:g}*{term.name}[{term.objective.layer_map.pairs}]"
-              for entry, term in zip(section.intermediate, stage.terms)]
+    for entry, term in zip(section.intermediate, stage.terms):
+        skipped = term.objective.skipped
+        note = f"; skipped {skipped}: summaries identical across examples" if skipped else ""
+        parts.append(f"{entry.weight:g}*{term.name}[{term.objective.layer_map.pairs}{note}]")
     parts += [f"{section.hard_weight:g}*hard"] if section.hard_weight else []
     return " + ".join(parts) + f"; {stage.config.epochs:g} epochs"
 

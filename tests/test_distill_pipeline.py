@@ -146,6 +146,24 @@ def test_step_sums_weighted_terms_and_trains_projections_and_critics(task):
     assert not any("FeatureTaps" in hook.__qualname__ for hook in student.bert.encoder.layer[0]._forward_hooks.values())
 
 
+def test_summary_losses_skip_the_embeddings_pair_whose_cls_vectors_are_all_alike(task):
+    """[CLS] + position 0 + segment 0 is one vector for every example: an mlp MI critic on it learns nothing."""
+    teacher, student = tiny_bert(layers=4, hidden=16), tiny_bert(layers=2, hidden=8, seed=2)
+    s_in, t_in, _ = split_batch(batch_of(task, range(4), DistillCollate(make_collate(task, task.tokenizer))))
+
+    def term(**section):
+        return build_term(IntermediateSection(**section), "sum", student, teacher, s_in, t_in)
+
+    mlp = term(loss="mi", alpha=0.9, critic="mlp")
+    assert mlp.objective.skipped == [(0, 0)] and mlp.objective.layer_map.pairs == ((2, 1), (4, 2))
+    assert 0 not in mlp.student_paths and 0 not in mlp.teacher_paths and mlp.objective.num_terms == 2
+    assert not any(key.endswith("s0") for key in mlp.objective.losses)  # no critic left to train on it
+    for tokens in (term(loss="hidden_mse"), term(loss="mi", alpha=0.9, critic="transformer")):
+        assert tokens.objective.skipped == [] and (0, 0) in tokens.objective.layer_map.pairs
+    with pytest.raises(UserError, match="no layer pair of 'mi' is left"):
+        term(loss="mi", critic="mlp", layer_map="0:0")
+
+
 def test_resnet_features_by_module_path():
     task = load_task_data("synthetic-image:1x16x16", max_train_samples=8, max_eval_samples=8)
     teacher = build_model("resnet32", num_classes=10, in_channels=1, image_size=16)

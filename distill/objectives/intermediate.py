@@ -14,6 +14,7 @@ Usage::
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -181,7 +182,25 @@ class IntermediateObjective(nn.Module):
                 self.losses[key] = build(*widths, **loss_options)
             self._keys[(teacher, student)] = key
         self.num_terms = len(self.layer_map.pairs) + bool(self.layer_map.transported)
+        self.skipped: list[tuple[int, int]] = []
         self.last_flow: Tensor | None = None
+
+    def drop_pairs(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Stop computing the fixed ``pairs`` (listed in ``skipped``); a loss module no pair uses is removed.
+
+        UserError when no pair would be left. Usage: ``objective.drop_pairs([(0, 0)])``
+        """
+        drop = [pair for pair in self.layer_map.pairs if pair in set(pairs)]
+        remaining = tuple(pair for pair in self.layer_map.pairs if pair not in drop)
+        if not remaining and not self.layer_map.transported:
+            raise UserError(f"no layer pair of '{self.loss_name}' is left after skipping {drop}; map other layers")
+        self.layer_map = dataclasses.replace(self.layer_map, pairs=remaining)
+        self.skipped += drop
+        for pair in drop:
+            key = self._keys.pop(pair)
+            if key not in self._keys.values():
+                del self.losses[key]
+        self.num_terms = len(remaining) + bool(self.layer_map.transported)
 
     @property
     def last_k(self) -> int | None:
