@@ -32,7 +32,7 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import example_input, given_collection, light_prune, recalibrate_batchnorm, train_metanet
-from prune.pruner import PruneResult, finetune, prune_model
+from prune.pruner import PruneResult, finetune, prune_model, torch_pruning_macs
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
@@ -229,10 +229,12 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
     rows, figures = [], {}
     for role, model in models.items():
         dev = evaluate_model(model, experiment.dev_loader(), experiment.task.metrics)
-        figures[role] = {"dev": dev, **model_figures(experiment, model)}
+        figures[role] = {"dev": dev, **model_figures(experiment, model),
+                         "macs_torch_pruning": torch_pruning_macs(model, example_input(experiment))}
         latency = figures[role]["latency"]
         rows.append({"model": role, **{f"dev {k}": v for k, v in dev.items()}, "params": figures[role]["params"],
-                     "MACs": figures[role]["macs"], **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}})
+                     "MACs": figures[role]["macs"], "MACs (Torch-Pruning)": figures[role]["macs_torch_pruning"],
+                     **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}})
     figures["pruned"]["model_bytes"] = size_on_disk(run / "model")
     speedup = figures["base"]["macs"] / figures["pruned"]["macs"]
     rows[-1]["speedup"] = speedup
@@ -242,6 +244,7 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
         "command": "prune", "model": recipe.prune.base_model or recipe.model.name, "dataset": experiment.task.name,
         "method": CRITERIA.canonical(recipe.prune.method), "target": recipe.prune.target(),
         "primary_metric": metric, "speedup": speedup,
+        "speedup_torch_pruning": figures["base"]["macs_torch_pruning"] / figures["pruned"]["macs_torch_pruning"],
         "param_ratio": figures["base"]["params"] / figures["pruned"]["params"],
         "latency_speedup": {b: figures["base"]["latency"][b]["median_ms"] / v["median_ms"]
                             for b, v in figures["pruned"]["latency"].items()},
@@ -250,7 +253,8 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
     if recipe.prune.export_onnx:
         metrics["onnx"] = export(recipe, experiment, models["pruned"], run)
     intro = (f"{metrics['model']} on {experiment.task.name}, method `{metrics['method']}`, target "
-             f"{metrics['target']}; speed-up = base MACs / pruned MACs.")
+             f"{metrics['target']}; speed-up = base MACs / pruned MACs (convs and linears, PyTorch's FLOP counter; "
+             "Torch-Pruning's count, which papers quote, adds BatchNorm, ReLU and pooling).")
     publish(run, metrics, f"prune ({metrics['method']})", intro, [("result", rows)],
             footer=f"![accuracy against speed-up]({PLOT_FILE})\n")
     return metrics

@@ -210,6 +210,10 @@ class _Tracer:
                                 f"with odd square kernels are supported")
         else:
             kernel = (1, 1)
+            shape = getattr(node.args[0].meta.get("tensor_meta"), "shape", ())
+            if len(shape) != 2:  # channels are dim 1: a Linear over (batch, tokens, features) would map tokens
+                raise UserError(f"linear '{path}' reads a {len(shape)}-d tensor {tuple(shape)}; only (batch, features) "
+                                f"inputs to a Linear can be read as a graph; {UNSUPPORTED_HINT}")
         self.sets[src].consumed = True
         out = self._new_set(_channels(node), depth=self.sets[src].depth + 1)
         self.blocks.append(_Block(out, src, f"{path}.weight", kernel))

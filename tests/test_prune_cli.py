@@ -27,6 +27,8 @@ def test_metanet_pipeline_writes_a_complete_run(metanet_run):
     metrics = json.loads((metanet_run / "metrics.json").read_text())
     assert metrics["method"] == "metanet" and metrics["target"] == {"speedup": 1.5}
     assert 1.5 <= metrics["speedup"] <= 1.05 * 1.5
+    assert metrics["pruned"]["macs_torch_pruning"] > metrics["pruned"]["macs"]  # + BatchNorm, ReLU, pooling
+    assert metrics["speedup_torch_pruning"] == pytest.approx(metrics["speedup"], rel=0.1)
     assert metrics["pruned"]["macs"] < metrics["base"]["macs"] and metrics["pruned"]["params"] < metrics["base"]["params"]
     assert 0.0 <= metrics["pruned"]["dev"]["accuracy"] <= 1.0 and set(metrics["latency_speedup"]) == {"1", "32"}
     assert metrics["onnx"]["argmax_agreement"] == 1.0

@@ -128,3 +128,8 @@ def test_graph_params_are_differentiable():
 def test_unsupported_patterns_are_refused(model, message):
     with pytest.raises(UserError, match=message):
         network_to_graph(model, torch.zeros(1, model[0].in_channels if isinstance(model, nn.Sequential) else 3, 8, 8))
+
+
+def test_a_linear_over_tokens_is_refused_not_mapped_onto_the_token_axis():
+    with pytest.raises(UserError, match=r"linear '0' reads a 3-d tensor \(1, 5, 8\)"):
+        network_to_graph(nn.Sequential(nn.Linear(8, 2)), torch.zeros(1, 5, 8))
