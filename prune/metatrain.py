@@ -108,10 +108,7 @@ def group_norm_penalty(groups: Sequence[Sequence[GroupMember]], params: Mapping[
     for members in groups:
         squares = [_channel_squares(params[member.param], member) for member in members]
         with torch.no_grad():
-            imp = torch.zeros(len(members[0].root), device=total.device)
-            for member, square in zip(members, squares):
-                imp.scatter_add_(0, member.root.to(imp.device), square.detach().float())
-            imp = imp / len(members)
+            imp = _group_squares(members, squares) / len(members)
             imp = (imp / imp.max()).sqrt()
             gamma = alpha ** ((imp.max() - imp) / (imp.max() - imp.min()))
         if not torch.isfinite(gamma).all():
@@ -119,6 +116,26 @@ def group_norm_penalty(groups: Sequence[Sequence[GroupMember]], params: Mapping[
         for member, square in zip(members, squares):
             total = total + (gamma[member.root.to(gamma.device)] * square).sum()
     return reg / 2 * total
+
+
+def _group_squares(members: Sequence[GroupMember], squares: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Each channel's squared norm summed over the group's slice families (detached, fp32)."""
+    total = torch.zeros(len(members[0].root), device=squares[0].device)
+    for member, square in zip(members, squares):
+        total.scatter_add_(0, member.root.to(total.device), square.detach().float())
+    return total
+
+
+def norm_concentration(model: nn.Module, example_input: torch.Tensor, top: float = 0.4) -> float:
+    """Share of the squared group-L2 norm held by the strongest ``top`` fraction of prunable channels (all
+    groups ranked together): how much of the network pruning by norm would keep. Meta-training should raise it.
+    Usage: ``norm_concentration(apply_metanet(metanet, model), torch.zeros(1, 3, 32, 32))``
+    """
+    params = dict(model.named_parameters())
+    channels = torch.cat([_group_squares(members, [_channel_squares(params[m.param].detach(), m) for m in members])
+                          for members in regularizer_groups(model, example_input)])
+    strongest = channels.sort(descending=True).values[: max(1, math.ceil(top * len(channels)))]
+    return float(strongest.sum() / channels.sum())
 
 
 def _channel_squares(weight: torch.Tensor, member: GroupMember) -> torch.Tensor:
@@ -237,18 +254,20 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], examples: 
 
 
 def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
-                    speedup: float, calibration_batches: Iterable[Batch]) -> float:
-    """Mean validation accuracy of the held-out models after the metanetwork, pruning to ``speedup`` (no
-    finetuning) and BatchNorm recalibration on ``calibration_batches`` (training data).
-    Usage: ``selection_score(metanet, held_out, val_batches, 2.0, train_batches)``
+                    speedup: float, calibration_batches: Iterable[Batch]) -> dict[str, float]:
+    """Mean over the held-out models after the metanetwork: ``score``, the validation accuracy after pruning
+    to ``speedup`` (no finetuning) and BatchNorm recalibration on ``calibration_batches`` (training data),
+    and ``concentration``, the group-norm share of the top 40% of channels before pruning.
+    Usage: ``selection_score(metanet, held_out, val_batches, 2.0, train_batches)["score"]``
     """
-    scores = []
+    scores, shares = [], []
     for item in held_out:
         pruned = apply_metanet(metanet, item.model, item.example_input)
+        shares.append(norm_concentration(pruned, item.example_input))
         prune_model(pruned, item.example_input, speedup=speedup)
         recalibrate_batchnorm(pruned, calibration_batches)
         scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])
-    return sum(scores) / len(scores)
+    return {"score": sum(scores) / len(scores), "concentration": sum(shares) / len(shares)}
 
 
 def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: Sequence[DataModel],
@@ -267,8 +286,9 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
     result = MetaTrainResult()
     best_state = copy.deepcopy(metanet.state_dict())
-    result.best_score = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
-    result.history.append({"epoch": 0, "score": result.best_score})
+    selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+    result.best_score = selection["score"]
+    result.history.append({"epoch": 0, **selection})
     bar = tqdm(range(1, config.epochs + 1), desc="meta-train", unit="epoch", disable=not config.progress)
     for epoch in bar:
         metanet.train()
@@ -282,19 +302,22 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
                 sums[key] += value
         scheduler.step()
         metanet.eval()
-        score = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+        score = selection["score"]
         entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
-                 "skipped": sums["skipped"], "score": score}
+                 "skipped": sums["skipped"], **selection}
         result.history.append(entry)
         bar.set_postfix(ce=f"{entry['ce']:.3f}", reg=f"{entry['reg']:.3f}",
-                        reg_to_ce_grad=f"{entry['reg_to_ce_grad']:.2f}", score=f"{score:.4f}")
+                        reg_to_ce_grad=f"{entry['reg_to_ce_grad']:.2f}", score=f"{score:.4f}",
+                        top40=f"{selection['concentration']:.3f}")
         if score > result.best_score:
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(metanet.state_dict())
     bar.close()
     metanet.load_state_dict(best_state)
     log(f"meta-training kept epoch {result.best_epoch} (held-out accuracy at {config.select_speedup}x without "
-        f"finetuning: {result.best_score:.4f})")
+        f"finetuning: {result.best_score:.4f}; norm share of the top 40% channels "
+        f"{result.history[0]['concentration']:.3f} -> {result.history[result.best_epoch]['concentration']:.3f})")
     if save_dir is not None:
         folder = save_metanet(metanet, save_dir)
         atomic_write_json(Path(folder) / HISTORY_FILE, {"best_epoch": result.best_epoch,

@@ -11,7 +11,8 @@ from torch.nn import functional as F
 from prune.graph import graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet, save_metanet
 from prune.metatrain import (DataModel, MetaTrainConfig, group_norm_penalty, meta_step, meta_train,
-                             recalibrate_batchnorm, reference_ce_scale, regularizer_groups, selection_score)
+                             norm_concentration, recalibrate_batchnorm, reference_ce_scale, regularizer_groups,
+                             selection_score)
 from prune.pruner import prune_model
 from shrink.errors import UserError
 from shrink.models import build_model
@@ -169,6 +170,7 @@ def test_meta_train_selects_on_held_out_models_and_saves(tmp_path):
                         save_dir=tmp_path / "metanet", log=lambda line: None)
     assert [entry["epoch"] for entry in result.history] == [0, 1, 2]
     assert result.best_score == max(entry["score"] for entry in result.history)
+    assert all(0.4 <= entry["concentration"] <= 1 for entry in result.history)
     assert result.history[result.best_epoch]["score"] == result.best_score
     loaded = load_metanet(tmp_path / "metanet")
     for name, value in metanet.state_dict().items():
@@ -230,3 +232,21 @@ def test_selection_scores_held_out_models_on_fresh_batchnorm_statistics():
     identity = MetaNetwork(clean.graph.layout.node_dim, clean.graph.layout.edge_dim, hidden=8, layers=1, rho=0.0)
     scores = [selection_score(identity, [item], val, 1.3, calibration) for item in (clean, stale)]
     assert scores[0] == scores[1]
+
+
+def test_norm_concentration_is_the_top_channels_share_of_the_group_norm():
+    model = build_model("resnet20", num_classes=4, image_size=8)
+    example = torch.zeros(1, *IMAGE)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
+                module.weight.fill_(1.0)
+    even = norm_concentration(model, example)
+    assert 0.4 <= even < 0.9  # equal weights: no more than fan-in differences between groups
+    with torch.no_grad():  # all but the first 30% of every layer's channels nearly vanish
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
+                module.weight[int(0.3 * module.weight.shape[0]):].mul_(1e-3)
+                if isinstance(module, torch.nn.Conv2d):
+                    module.weight[:, int(0.3 * module.weight.shape[1]):].mul_(1e-3)
+    assert norm_concentration(model, example) > 0.99
