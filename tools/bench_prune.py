@@ -41,7 +41,7 @@ Usage::
     python tools/bench_prune.py --out runs/bench-prune --model resnet56 --base-epochs 30 --finetune-epochs 20
     python tools/bench_prune.py --out runs/bench-prune-short --only accuracy --methods group-l2 --seeds 7 \
         --optimizer adamw --lr 2e-3 --finetune-lr 1e-3 --base-epochs 3 --finetune-epochs 3 --light-epochs 0 \
-        --metanet-epochs 0                                          # the earlier short protocol, one row
+        --metanet-epochs 0 --max-grad-norm 1                        # the earlier short protocol, one row
 """
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def base_recipe(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "model": {"name": args.model},
         "data": {"dataset": args.dataset, "data_dir": args.data_dir, "max_train_samples": args.max_train_samples},
         "train": {"epochs": args.base_epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 5e-4,
-                  "optimizer": args.optimizer, "momentum": 0.9, "max_grad_norm": None, "schedule": "cosine",
+                  "optimizer": args.optimizer, "momentum": 0.9, "max_grad_norm": args.max_grad_norm, "schedule": "cosine",
                   "warmup_ratio": 0.02, "seed": args.seed, "progress": args.progress},
         "output_dir": str(out / "dense-run"),
     }
@@ -315,6 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", type=lambda text: text.split(","), default=["metanet", "group-l2", "random"],
                         help="comma-separated rows to run: metanet, group-l2, random")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--max-grad-norm", type=float, default=None, help="gradient clipping (the spec has none)")
     parser.add_argument("--base-epochs", type=float, default=15)
     parser.add_argument("--finetune-epochs", type=float, default=15)
     parser.add_argument("--light-epochs", type=float, default=1)
