@@ -5,7 +5,7 @@ exist) is done *before* the run directory is created, so a refused command leave
 
 Usage::
 
-    recipe = load_recipe("recipes/demo.yaml")
+    recipe = load_recipe("demo")
     experiment = prepare_experiment(recipe)
     metrics = train_and_report(experiment, resume=False, overwrite=False)
 """
