@@ -2,7 +2,7 @@
 
 Latency is wall-clock time of whole forward passes on dummy batches, after a warm-up, under
 ``torch.inference_mode``; the thread count in use is recorded beside it because it decides CPU figures.
-ONNX files are measured through :class:`shrink.export.OnnxModel`, the same way as PyTorch modules.
+ONNX files are measured through :class:`shrink.onnx_runtime.OnnxModel`, the same way as PyTorch modules.
 
 Usage::
 
@@ -216,7 +216,7 @@ def measure_onnx(path: str | os.PathLike, *, threads: int | None = None, **optio
     ``options`` are measure_model's (image_shape, seq_len, batch_sizes, loader, metrics, timing).
     Usage: ``measure_onnx("out/model.onnx", batch_sizes=(1, 32))["latency"]["32"]["median_ms"]``
     """
-    from shrink.export import OnnxModel
+    from shrink.onnx_runtime import OnnxModel
 
     model = OnnxModel(path, threads)
     figures = measure_model(model, macs=False, **options)

@@ -29,6 +29,7 @@ from shrink.runs import atomic_write_bytes, atomic_write_json
 
 RECIPE_FILE, MODEL_DIR, EXPORT_FILE = "recipe.yaml", "model", "export.json"
 MODEL_MARKERS = ("architecture.json", "config.json")
+WEIGHTS_PATTERN = "*.safetensors"
 TOKENIZER_MARKER = "tokenizer_config.json"
 EVAL_BATCH = 64
 SPLITS = ("train", "dev", "test")
@@ -46,7 +47,7 @@ class Source:
 
 
 def resolve_source(path: str | Path) -> Source:
-    """Classify ``path`` as a run directory, a saved model folder or an ONNX file; UserError otherwise.
+    """Classify ``path`` as a run directory, a saved model folder, an export folder or an ONNX file; else UserError.
 
     Usage: ``resolve_source("runs/r20").model_dir  # runs/r20/model``
     """
@@ -57,10 +58,13 @@ def resolve_source(path: str | Path) -> Source:
         if path.suffix != ".onnx":
             raise UserError(f"{path} is not an .onnx file; pass a run directory, a saved model folder or an .onnx file")
         return Source(path, onnx_files=[path], recipe=_onnx_recipe(path))
+    onnx_files = sorted(path.glob("*.onnx"))
     if (path / MODEL_DIR).is_dir():
-        return Source(path, path / MODEL_DIR, sorted(path.glob("*.onnx")), _read_recipe(path / RECIPE_FILE))
+        return Source(path, path / MODEL_DIR, onnx_files, _read_recipe(path / RECIPE_FILE))
+    if onnx_files and not any(path.glob(WEIGHTS_PATTERN)):  # an export folder: its config.json has no weights
+        return Source(path, onnx_files=onnx_files, recipe=_onnx_recipe(onnx_files[0]))
     if any((path / marker).is_file() for marker in MODEL_MARKERS):
-        return Source(path, path, sorted(path.glob("*.onnx")), None)
+        return Source(path, path, onnx_files, None)
     raise UserError(f"{path} is neither a run directory (no {MODEL_DIR}/ inside) nor a saved model folder "
                     f"({' or '.join(MODEL_MARKERS)}); pass the folder a shrink command wrote")
 
@@ -230,7 +234,7 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
     method = QUANTIZATIONS.get(quantize) if quantize else None  # refuse a bad name before any work
     source = resolve_source(path)
     if source.model_dir is None:
-        raise UserError(f"{path} is an ONNX file; `shrink export` takes a run directory or a saved model folder")
+        raise UserError(f"{path} holds ONNX models only; `shrink export` takes a run directory or a saved model folder")
     target = Path(onnx_path) if onnx_path else source.root / "model.onnx"
     model, tokenizer = load_model_and_tokenizer(source.model_dir)
     view = None

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
-from shrink.models import create_model, save_model
+from shrink.models import create_model, name_labels, save_model
 from shrink.recipe import Recipe, save_recipe
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_dir
@@ -66,13 +66,15 @@ def load_task(recipe: Recipe) -> TaskData:
 
 
 def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
-    """``create_model`` sized for ``task`` (labels, image shape; CIFAR's shape for text tasks).
+    """``create_model`` sized for ``task`` (labels and their names, image shape; CIFAR's shape for text tasks).
 
     Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
     """
     image = task.image_shape or DEFAULT_IMAGE_SHAPE
-    return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
-                        is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
+    model, tokenizer = create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
+                                    is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
+    name_labels(model, task.label_names)
+    return model, tokenizer
 
 
 def prepare_experiment(recipe: Recipe, model_name: str | None = None) -> Experiment:

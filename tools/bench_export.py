@@ -28,8 +28,9 @@ from transformers.utils import logging as hf_logging
 from shrink.bench import count_parameters, example_inputs, latency_by_batch
 from shrink.deploy_cli import export_source, parse_batch_sizes
 from shrink.errors import cli_entry
-from shrink.export import OnnxModel, export_onnx
+from shrink.export import export_onnx
 from shrink.models.hf import TINYBERT4_SHAPE
+from shrink.onnx_runtime import OnnxModel
 from shrink.quantize import quantize_int8
 from shrink.report import print_table
 from shrink.runs import atomic_write_json

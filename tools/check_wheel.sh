@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-"$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/dist" .
+# Built from a copy of the tracked files: what a clean checkout holds, and no build/ left in this tree.
+mkdir "$WORK/src"
+git ls-files -z | xargs -0 cp --parents -t "$WORK/src"
+"$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/dist" "$WORK/src"
 "$PY" -m venv --system-site-packages "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install --quiet --no-deps "$WORK"/dist/shrink-*.whl
 mkdir "$WORK/elsewhere"
