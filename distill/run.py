@@ -62,6 +62,7 @@ from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
 from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
+from shrink.timing import latency_columns
 from shrink.train import evaluate_model, make_accelerator, process_state
 
 TEACHER_LOGITS_FILE = "teacher_logits.safetensors"
@@ -383,7 +384,7 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
     """
     recipe, primary = plan.recipe, plan.task.metrics[0]
     student_dev = stages[-1]["best"]
-    figures = {"teacher": model_figures(plan.student, teacher), "student": model_figures(plan.student, student)}
+    figures = model_figures(plan.student, {"teacher": teacher, "student": student})  # timed alternately
     figures["student"]["model_bytes"] = size_on_disk(run / "model")
     retention = student_dev[primary] / teacher_dev[primary] if teacher_dev.get(primary) else None
     ks = [stage["mi_k"] for stage in stages if stage.get("mi_k")]
@@ -413,7 +414,7 @@ def _row(role: str, name: str, dev: dict[str, float], figures: dict[str, Any]) -
     latency, size = figures["latency"], figures.get("model_bytes")
     return {"role": role, "model": name, **{f"dev {k}": v for k, v in dev.items()}, "params": figures["params"],
             "MACs": figures["macs"], "MB on disk": None if size is None else size / 1e6,
-            **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}}
+            **latency_columns(latency)}
 
 
 def export_student(plan: DistillPlan, student: nn.Module, run: RunDir) -> dict[str, Any]:

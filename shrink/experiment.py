@@ -13,18 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
+from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_models, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
 from shrink.models import create_model, name_labels, save_model
 from shrink.recipe import Recipe, save_recipe
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_dir
+from shrink.timing import latency_columns
 from shrink.train import Trainer, TrainResult, process_state
 
 # AdamW peak rates that suit each family when the recipe names none.
@@ -118,10 +119,14 @@ def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: 
     return trainer.fit()
 
 
-def model_figures(experiment: Experiment, model: nn.Module) -> dict[str, Any]:
-    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of ``model`` on this machine."""
-    return measure_model(model, image_shape=experiment.task.image_shape,
-                         seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
+def model_figures(experiment: Experiment, models: Mapping[str, nn.Module]) -> dict[str, dict[str, Any]]:
+    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of each model on this machine, by name;
+    the models' latencies are timed in alternating rounds, so they compare.
+
+    Usage: ``model_figures(experiment, {"base": base, "pruned": pruned})["pruned"]["latency"]["1"]``
+    """
+    return measure_models(models, image_shape=experiment.task.image_shape,
+                          seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
 
 
 def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> dict[str, Any]:
@@ -139,7 +144,7 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
         final_model = load_model(best_dir)
     with atomic_dir(run / "model") as folder:
         experiment.save(final_model, folder)
-    figures = model_figures(experiment, final_model)
+    figures = model_figures(experiment, {"model": final_model})["model"]
     figures["model_bytes"] = size_on_disk(run / "model")
     metrics: dict[str, Any] = {
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
@@ -151,7 +156,7 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
     summary = {"model": recipe.model.name, "dataset": experiment.task.name,
                **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
                "params": figures["params"], "MACs": figures["macs"], "MB on disk": figures["model_bytes"] / 1e6,
-               "latency b1 ms": figures["latency"]["1"]["median_ms"]}
+               **latency_columns({"1": figures["latency"]["1"]})}
     publish(run, metrics, "shrink train", f"{recipe.model.name} trained on {experiment.task.name}.",
             [("training history", result.history), ("result", [summary])])
     return metrics
