@@ -57,7 +57,8 @@ from distill.teachers import Teacher, TeacherMember, build_teacher, load_teacher
 from shrink.bench import size_on_disk
 from shrink.data import TaskData, make_collate
 from shrink.errors import UserError
-from shrink.experiment import Experiment, default_output_dir, fit, load_task, model_figures, open_run, train_and_report
+from shrink.experiment import (Experiment, default_output_dir, fit, load_task, model_figures, open_run, selected_on,
+                               train_and_report)
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
@@ -384,6 +385,9 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
     """
     recipe, primary = plan.recipe, plan.task.metrics[0]
     student_dev = stages[-1]["best"]
+    if recipe.train.select_on != "dev":  # the stages chose their best epoch on a training holdout: score on dev
+        student_dev = evaluate_model(student, plan.student.dev_loader(), plan.task.metrics)
+    chosen_on = "dev" if recipe.train.select_on == "dev" else "holdout"
     figures = model_figures(plan.student, {"teacher": teacher, "student": student})  # timed alternately
     figures["student"]["model_bytes"] = size_on_disk(run / "model")
     retention = student_dev[primary] / teacher_dev[primary] if teacher_dev.get(primary) else None
@@ -401,8 +405,9 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
         ("teacher", ",".join(m.name for m in plan.members), teacher_dev),
         ("student", recipe.model.name or f"{recipe.distill.student_init} copy", student_dev))]
     rows[1]["retention"] = retention
+    rows[1]["best epoch chosen on"] = selected_on(recipe.train)
     stage_rows = [{"stage": s["stage"], "steps": s["steps"], "best epoch": s["best_epoch"], "MI K": s["mi_k"],
-                   "teacher outputs": s["teacher_outputs"], **{f"dev {k}": v for k, v in s["best"].items()},
+                   "teacher outputs": s["teacher_outputs"], **{f"{chosen_on} {k}": v for k, v in s["best"].items()},
                    **{f"loss {k}": v for k, v in s["loss_terms"].items()}} for s in stages]
     intro = (f"Teacher {', '.join(metrics['teacher'])} -> student {rows[1]['model']} on {plan.task.name}; "
              f"retention = student / teacher {primary}.")

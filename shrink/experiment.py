@@ -15,19 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_models, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
+from shrink.errors import UserError
 from shrink.models import create_model, name_labels, save_model
-from shrink.recipe import Recipe, save_recipe
+from shrink.recipe import Recipe, TrainConfig, save_recipe
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_dir
 from shrink.timing import latency_columns
-from shrink.train import Trainer, TrainResult, process_state
+from shrink.train import Trainer, TrainResult, evaluate_model, process_state
 
+# The slice of the training split that --select-on train-holdout keeps out of training to choose the best epoch.
+HOLDOUT_FRACTION = 0.1
 # AdamW peak rates that suit each family when the recipe names none.
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
 
@@ -107,11 +111,35 @@ def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> Run
     return run
 
 
+def selection_splits(task: TaskData, config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(what to train on, what to choose the best epoch on) for ``config.select_on``.
+
+    ``train-holdout`` holds a seeded ``HOLDOUT_FRACTION`` of the training split out of training.
+    Usage: ``train_set, select_set = selection_splits(task, recipe.train)``
+    """
+    if config.select_on == "dev":
+        return task.train, task.dev
+    total = len(task.train)  # type: ignore[arg-type]
+    held = max(1, round(total * HOLDOUT_FRACTION))
+    if held >= total:
+        raise UserError(f"--select-on train-holdout needs more than {total} training examples")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(config.seed)).tolist()
+    return Subset(task.train, sorted(order[held:])), Subset(task.train, sorted(order[:held]))
+
+
+def selected_on(config: TrainConfig) -> str:
+    """What a report prints next to a score about where the best epoch was chosen. Usage: ``selected_on(cfg)``."""
+    return "dev (the reported split: optimistic)" if config.select_on == "dev" else \
+        f"train holdout ({HOLDOUT_FRACTION:.0%}, seeded); dev reported only"
+
+
 def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: Any = None) -> TrainResult:
-    """Train the experiment's model with the core engine (optionally a custom ``step``)."""
+    """Train the experiment's model with the core engine (optionally a custom ``step``); the best epoch is
+    chosen on the split ``train.select_on`` names."""
     recipe = experiment.recipe
+    train_set, select_set = selection_splits(experiment.task, recipe.train)
     trainer = Trainer(
-        experiment.model, experiment.task.train, experiment.task.dev, collate=experiment.collate,
+        experiment.model, train_set, select_set, collate=experiment.collate,
         metrics=experiment.task.metrics, config=recipe.train, step=step, is_regression=experiment.task.is_regression,
         run=run, resume=resume, save_model=experiment.save,
         lr_default=LR_TRANSFORMER if experiment.is_transformer else LR_CNN,
@@ -146,17 +174,23 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
         experiment.save(final_model, folder)
     figures = model_figures(experiment, {"model": final_model})["model"]
     figures["model_bytes"] = size_on_disk(run / "model")
+    dev = result.best
+    if recipe.train.select_on != "dev":
+        dev = evaluate_model(final_model, experiment.dev_loader(), experiment.task.metrics)
     metrics: dict[str, Any] = {
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
-        "primary_metric": experiment.task.metrics[0], "dev": result.best, "best_epoch": result.best_epoch,
+        "primary_metric": experiment.task.metrics[0], "dev": dev, "best_epoch": result.best_epoch,
+        "selected_on": recipe.train.select_on, "selection_score": result.best,
         "final_epoch_dev": result.final, "steps": result.steps,
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
         **figures, "history": result.history,
     }
     summary = {"model": recipe.model.name, "dataset": experiment.task.name,
-               **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
+               **{f"dev {k}": v for k, v in dev.items()}, "best epoch chosen on": selected_on(recipe.train),
+               "best epoch": result.best_epoch,
                "params": figures["params"], "MACs": figures["macs"], "MB on disk": figures["model_bytes"] / 1e6,
                **latency_columns({"1": figures["latency"]["1"]})}
-    publish(run, metrics, "shrink train", f"{recipe.model.name} trained on {experiment.task.name}.",
-            [("training history", result.history), ("result", [summary])])
+    intro = (f"{recipe.model.name} trained on {experiment.task.name}; the best epoch was chosen on "
+             f"{selected_on(recipe.train)} (the training history's scores are on that split).")
+    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])])
     return metrics

@@ -59,6 +59,8 @@ class TrainConfig(Section):
     """The training engine's settings (see :mod:`shrink.train`; optimizer and schedule: :mod:`shrink.optim`).
 
     ``milestones`` (epochs) and ``gamma`` belong to ``schedule: multistep``; ``momentum`` to ``optimizer: sgd``.
+    ``select_on`` is where the best epoch is chosen: the dev split (whose score is then optimistic), or
+    ``train-holdout``, a seeded slice of the training data held out of training, so dev is only reported.
     """
 
     epochs: float = Field(3, gt=0)
@@ -77,6 +79,7 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 42
+    select_on: Literal["dev", "train-holdout"] = "dev"
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -13,7 +13,7 @@ from shrink.runs import RunDir, atomic_write_bytes
 
 
 @pytest.fixture
-def umask() -> Iterator[callable]:
+def umask() -> Iterator[Callable[[int], int]]:
     """Set the process umask for the test (restored afterwards); returns the setter."""
     previous = os.umask(0o022)
     yield os.umask
