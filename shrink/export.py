@@ -133,10 +133,12 @@ def export_onnx(
         started = time.perf_counter()
         staged = staging / target.name
         axes = _write_onnx(model, staged, inputs, opset, dynamic)
-        # The exporter drops inputs the model ignores (token_type_ids of some encoders): read what stayed.
-        names = [item.name for item in onnx.load(str(staged), load_external_data=False).graph.input]
+        written = onnx.load(str(staged), load_external_data=False)
+        # The exporter drops inputs the model ignores (token_type_ids of some encoders): read what stayed. It
+        # also builds at its own lowest opset and converts down, keeping that one if conversion fails: say so.
+        names = [item.name for item in written.graph.input]
         report = ExportReport(
-            path=str(target), opset=opset, input_names=names, output_names=[OUTPUT_NAME],
+            path=str(target), opset=_default_domain_opset(written), input_names=names, output_names=[OUTPUT_NAME],
             dynamic_axes={name: axes[name] for name in names if name in axes}, size_bytes=staged.stat().st_size,
             seconds=time.perf_counter() - started,
         )
@@ -185,6 +187,11 @@ def _write_onnx(model: nn.Module, path: Path, inputs: Mapping[str, torch.Tensor]
         raise UserError(f"torch.onnx cannot export {type(model).__name__} at opset {opset}: {error_line(err)}; "
                         "try another --opset") from None
     return axes
+
+
+def _default_domain_opset(model: onnx.ModelProto) -> int:
+    """The opset of the standard ONNX domain that a written model declares."""
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def validate_onnx(path: str | os.PathLike, model: nn.Module, inputs: Mapping[str, torch.Tensor],

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 from transformers import AutoConfig, AutoTokenizer, pipeline
 
 from shrink.data import load_task_data
 from shrink.deploy_cli import resolve_source
+from shrink.errors import UserError
 from shrink.experiment import load_for_task
 from shrink.export import DEFAULT_OPSET, export_onnx
-from shrink.models import save_model
+from shrink.models import build_model, save_model
 
 LABELS = ["negative", "positive"]
 
@@ -57,3 +59,10 @@ def test_an_export_folder_is_benched_as_onnx_not_loaded_as_a_pytorch_model(saved
     _, deploy = saved
     source = resolve_source(deploy)
     assert source.model_dir is None and source.onnx_files == [deploy / "model.onnx"]
+
+
+def test_an_opset_newer_than_the_runtime_supports_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="opset 99 is newer"):
+        export_onnx(build_model("resnet20", image_size=8), tmp_path / "model.onnx",
+                    example_batch={"pixel_values": torch.zeros(2, 3, 8, 8)}, opset=99)
+    assert not (tmp_path / "model.onnx").exists()
