@@ -9,9 +9,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-# Built from a copy of the tracked files: what a clean checkout holds, and no build/ left in this tree.
+# Built from a copy of the tracked files (the whole folder outside a git checkout): what a clean checkout
+# holds, and no build/ left in this tree.
 mkdir "$WORK/src"
-git ls-files -z | xargs -0 cp --parents -t "$WORK/src"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z | xargs -0 cp --parents -t "$WORK/src"
+else
+  cp -r . "$WORK/src"
+fi
 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WORK/dist" "$WORK/src"
 "$PY" -m venv --system-site-packages "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install --quiet --no-deps "$WORK"/dist/shrink-*.whl
