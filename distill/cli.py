@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description="Distill a teacher into a student (Distiller, "
                                      "MI-alpha, TinyBERT stages, vision KD); writes one run directory")
     parser.add_argument("--demo", action="store_true",
-                        help=f"run recipes/{DEMO_RECIPE}.yaml offline (replaces its previous run unless --resume)")
+                        help=f"run the shipped {DEMO_RECIPE} recipe offline (replaces its previous run unless --resume)")
     add_training_flags(parser)
     for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
         add_flag_table(parser, table)

@@ -7,7 +7,7 @@ prediction-layer distillation), each with its own ``train`` overrides.
 
 Usage::
 
-    recipe = load_recipe("recipes/distiller-mi-alpha.yaml", DistillRecipe, overrides={"distill.teacher": "runs/t"})
+    recipe = load_recipe("distiller-mi-alpha", DistillRecipe, overrides={"distill.teacher": "runs/t"})
     for stage in recipe.distill.stage_list(): print(stage.name, stage.kd, stage.intermediate)
 """
 from __future__ import annotations

@@ -58,11 +58,13 @@ from shrink.bench import size_on_disk
 from shrink.data import TaskData, make_collate
 from shrink.digest import dataset_digest, state_digest, value_digest
 from shrink.errors import UserError
-from shrink.experiment import Experiment, default_output_dir, fit, load_task, model_figures, open_run, train_and_report
+from shrink.experiment import (Experiment, default_output_dir, fit, load_task, model_figures, open_run, selected_on,
+                               train_and_report)
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
 from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
+from shrink.timing import latency_columns
 from shrink.train import evaluate_model, make_accelerator, process_state
 
 TEACHER_LOGITS_FILE = "teacher_logits.safetensors"
@@ -401,7 +403,10 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
     """
     recipe, primary = plan.recipe, plan.task.metrics[0]
     student_dev = stages[-1]["best"]
-    figures = {"teacher": model_figures(plan.student, teacher), "student": model_figures(plan.student, student)}
+    if recipe.train.select_on != "dev":  # the stages chose their best epoch on a training holdout: score on dev
+        student_dev = evaluate_model(student, plan.student.dev_loader(), plan.task.metrics)
+    chosen_on = "dev" if recipe.train.select_on == "dev" else "holdout"
+    figures = model_figures(plan.student, {"teacher": teacher, "student": student})  # timed alternately
     figures["student"]["model_bytes"] = size_on_disk(run / "model")
     retention = student_dev[primary] / teacher_dev[primary] if teacher_dev.get(primary) else None
     ks = [stage["mi_k"] for stage in stages if stage.get("mi_k")]
@@ -418,8 +423,9 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
         ("teacher", ",".join(m.name for m in plan.members), teacher_dev),
         ("student", recipe.model.name or f"{recipe.distill.student_init} copy", student_dev))]
     rows[1]["retention"] = retention
+    rows[1]["best epoch chosen on"] = selected_on(recipe.train)
     stage_rows = [{"stage": s["stage"], "steps": s["steps"], "best epoch": s["best_epoch"], "MI K": s["mi_k"],
-                   "teacher outputs": s["teacher_outputs"], **{f"dev {k}": v for k, v in s["best"].items()},
+                   "teacher outputs": s["teacher_outputs"], **{f"{chosen_on} {k}": v for k, v in s["best"].items()},
                    **{f"loss {k}": v for k, v in s["loss_terms"].items()}} for s in stages]
     intro = (f"Teacher {', '.join(metrics['teacher'])} -> student {rows[1]['model']} on {plan.task.name}; "
              f"retention = student / teacher {primary}.")
@@ -431,7 +437,7 @@ def _row(role: str, name: str, dev: dict[str, float], figures: dict[str, Any]) -
     latency, size = figures["latency"], figures.get("model_bytes")
     return {"role": role, "model": name, **{f"dev {k}": v for k, v in dev.items()}, "params": figures["params"],
             "MACs": figures["macs"], "MB on disk": None if size is None else size / 1e6,
-            **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}}
+            **latency_columns(latency)}
 
 
 def export_student(plan: DistillPlan, student: nn.Module, run: RunDir) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from distill.objectives import LAYER_MAPS
 from distill.teachers import check_label_count, load_for_task, model_source
 from shrink.data import TaskData
 from shrink.errors import UserError
+from shrink.models import name_labels
 from shrink.registry import Registry
 
 SHAPE_KEYS = ("hidden_size", "num_attention_heads")
@@ -144,7 +145,9 @@ def copy_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel) -> l
 
 def build_student(init: str, request: StudentRequest) -> tuple[nn.Module, Any]:
     """The student (and its tokenizer) by the registered ``init``. Usage: ``build_student("random", request)``."""
-    return STUDENT_INITS.get(init)(request)
+    student, tokenizer = STUDENT_INITS.get(init)(request)
+    name_labels(student, request.task.label_names)  # a copied config has the teacher's names, maybe none
+    return student, tokenizer
 
 
 __all__ = [

@@ -42,6 +42,7 @@ from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_write_json
+from shrink.timing import latency_columns
 from shrink.train import evaluate_model, forward_logits, supervised_loss
 
 PRUNE_INFO = "prune.json"
@@ -226,15 +227,14 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
            info: dict[str, Any]) -> dict[str, Any]:
     """Measure the base and pruned models; print the table; write metrics.json, report.md and the plot."""
     metric = experiment.task.metrics[0]
-    rows, figures = [], {}
+    rows, figures = [], model_figures(experiment, models)  # base and pruned timed alternately
     for role, model in models.items():
         dev = evaluate_model(model, experiment.dev_loader(), experiment.task.metrics)
-        figures[role] = {"dev": dev, **model_figures(experiment, model),
+        figures[role] = {"dev": dev, **figures[role],
                          "macs_torch_pruning": torch_pruning_macs(model, example_input(experiment))}
-        latency = figures[role]["latency"]
         rows.append({"model": role, **{f"dev {k}": v for k, v in dev.items()}, "params": figures[role]["params"],
                      "MACs": figures[role]["macs"], "MACs (Torch-Pruning)": figures[role]["macs_torch_pruning"],
-                     **{f"latency b{b} ms": v["median_ms"] for b, v in latency.items()}})
+                     **latency_columns(figures[role]["latency"])})
     figures["pruned"]["model_bytes"] = size_on_disk(run / "model")
     speedup = figures["base"]["macs"] / figures["pruned"]["macs"]
     rows[-1]["speedup"] = speedup

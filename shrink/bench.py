@@ -1,18 +1,19 @@
 """Measurement shared by every command's metrics.json: parameters, MACs, size on disk, latency, accuracy.
 
-Latency is wall-clock time of whole forward passes on dummy batches, after a warm-up, under
-``torch.inference_mode``; the thread count in use is recorded beside it because it decides CPU figures.
-ONNX files are measured through :class:`shrink.export.OnnxModel`, the same way as PyTorch modules.
+Latency is wall-clock time of whole forward passes on dummy batches under ``torch.inference_mode``,
+timed by :mod:`shrink.timing` (adaptive blocks, a spread check, the thread count pinned and recorded);
+models compared with each other (``measure_models``, ``compare_latency``) are timed in alternating rounds.
+ONNX files are measured through :class:`shrink.onnx_runtime.OnnxModel`, the same way as PyTorch modules.
 
 Usage::
 
     figures = measure_model(model, image_shape=(3, 32, 32), batch_sizes=(1, 32))
-    figures["params"], figures["macs"], figures["latency"]["1"]["median_ms"]
+    figures["params"], figures["macs"], figures["latency"]["1"]["median_ms"], figures["latency"]["1"]["noisy"]
+    both = measure_models({"teacher": teacher, "student": student}, seq_len=64)
 """
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from shrink.errors import UserError
+from shrink.timing import time_interleaved
 
 DEFAULT_IMAGE_SHAPE = (3, 32, 32)
 # Token ids for dummy text batches stay below this when the vocabulary size is unknown (any BERT has more).
@@ -64,28 +66,6 @@ def size_on_disk(path: str | os.PathLike) -> int:
     if path.is_dir():
         return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
     raise UserError(f"{path} does not exist; pass a model file or folder")
-
-
-def measure_latency(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10,
-                    budget_s: float | None = 5.0) -> dict[str, float]:
-    """Median and 90th-percentile wall time of ``fn()`` in milliseconds, after ``warmup`` calls.
-
-    Stops early (after at least 3 timed calls) once ``budget_s`` seconds were spent timing, so a large
-    model on a slow CPU still answers in seconds; ``repeats`` in the result says how many calls were timed.
-    Usage: ``measure_latency(lambda: model(x))["median_ms"]``
-    """
-    times: list[float] = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        started = time.perf_counter()
-        while len(times) < repeats:
-            tick = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - tick) * 1000)
-            if budget_s is not None and len(times) >= 3 and time.perf_counter() - started > budget_s:
-                break
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "repeats": len(times)}
 
 
 def image_shape_of(model: nn.Module) -> tuple[int, ...] | None:
@@ -138,27 +118,36 @@ def example_inputs(model: nn.Module, batch_size: int, *, image_shape: Sequence[i
     return {"pixel_values": torch.randn((batch_size, *shape), generator=generator)}
 
 
-def latency_by_batch(model: nn.Module, make_batch: Callable[[int], Inputs], batch_sizes: Sequence[int],
-                     **timing: Any) -> dict[str, dict[str, float]]:
-    """Latency of ``model`` on ``make_batch(b)`` for each batch size, keyed by the size as a string (JSON keys).
+def compare_latency(models: Mapping[str, tuple[nn.Module, Callable[[int], Inputs]]], batch_sizes: Sequence[int],
+                    **timing: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Latency of each ``(model, make_batch)`` per batch size, the models timed in alternating rounds.
 
-    Usage: ``latency_by_batch(model, lambda b: example_inputs(model, b), (1, 32))["32"]["p90_ms"]``
+    Results are keyed by name, then by the batch size as a string (JSON keys); ``timing`` goes to
+    :func:`shrink.timing.time_interleaved` (threads, min_time_s, rounds).
+    Usage: ``compare_latency({"a": (a, lambda b: example_inputs(a, b))}, (1, 32))["a"]["32"]["median_ms"]``
     """
+    results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
+    for size in batch_sizes:
+        calls = {name: _forward_call(model, make_batch(size)) for name, (model, make_batch) in models.items()}
+        for name, stats in time_interleaved(calls, **timing).items():
+            results[name][str(size)] = stats
+    return results
+
+
+def _forward_call(model: nn.Module, batch: Inputs) -> Callable[[], None]:
+    """One forward pass of ``model`` on ``batch`` (moved to its device once), waiting for GPU kernels."""
     from shrink.train import forward_logits
 
     model.eval()
     device = device_of(model)
-    results = {}
-    for size in batch_sizes:
-        batch = {name: value.to(device) for name, value in make_batch(size).items()}
+    batch = {name: value.to(device) for name, value in batch.items()}
 
-        def call() -> None:
-            forward_logits(model, batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()  # GPU kernels run asynchronously: wait, or only the launch is timed
+    def call() -> None:
+        forward_logits(model, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # GPU kernels run asynchronously: wait, or only the launch is timed
 
-        results[str(size)] = measure_latency(call, **timing)
-    return results
+    return call
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -174,22 +163,37 @@ def measure_model(model: nn.Module, *, image_shape: Sequence[int] | None = None,
                   metrics: Sequence[str] | None = None, macs: bool = True, **timing: Any) -> dict[str, Any]:
     """Parameters, MACs (batch 1), latency per batch size and, given a loader, task metrics of ``model``.
 
-    ``macs=False`` skips the FLOP count (ONNX Runtime models run outside PyTorch, so it cannot see them).
+    ``macs=False`` skips the FLOP count (ONNX Runtime models run outside PyTorch, so it cannot see them);
+    ``timing`` goes to :func:`shrink.timing.time_interleaved` (threads, min_time_s, rounds).
     Usage: ``measure_model(model, image_shape=(3, 32, 32), loader=dev_loader, metrics=("accuracy",))``
     """
-    def make_batch(size: int) -> dict[str, torch.Tensor]:
-        return example_inputs(model, size, image_shape=image_shape, seq_len=seq_len)
+    return measure_models({"model": model}, image_shape=image_shape, seq_len=seq_len, batch_sizes=batch_sizes,
+                          loader=loader, metrics=metrics, macs=macs, **timing)["model"]
 
-    figures: dict[str, Any] = {
-        "params": count_parameters(model),
-        "macs": count_macs(model, make_batch(1)) if macs else None,
-        "threads": torch.get_num_threads(),
-        "latency": latency_by_batch(model, make_batch, batch_sizes, **timing),
-    }
-    if loader is not None:
-        from shrink.train import evaluate_model
 
-        figures["metrics"] = evaluate_model(model, loader, metrics or ("accuracy",))
+def measure_models(models: Mapping[str, nn.Module], *, image_shape: Sequence[int] | None = None, seq_len: int = 128,
+                   batch_sizes: Sequence[int] = (1, 32), loader: DataLoader | None = None,
+                   metrics: Sequence[str] | None = None, macs: bool = True, **timing: Any) -> dict[str, dict[str, Any]]:
+    """:func:`measure_model` for models fed the same inputs, their latencies timed in alternating rounds.
+
+    Usage: ``measure_models({"teacher": t, "student": s}, seq_len=64)["student"]["latency"]["1"]["median_ms"]``
+    """
+    def batches(model: nn.Module) -> Callable[[int], Inputs]:
+        return lambda size: example_inputs(model, size, image_shape=image_shape, seq_len=seq_len)
+
+    latency = compare_latency({name: (model, batches(model)) for name, model in models.items()}, batch_sizes, **timing)
+    figures = {}
+    for name, model in models.items():
+        figures[name] = {
+            "params": count_parameters(model),
+            "macs": count_macs(model, batches(model)(1)) if macs else None,
+            "threads": timing.get("threads") or torch.get_num_threads(),
+            "latency": latency[name],
+        }
+        if loader is not None:
+            from shrink.train import evaluate_model
+
+            figures[name]["metrics"] = evaluate_model(model, loader, metrics or ("accuracy",))
     return figures
 
 
@@ -213,13 +217,13 @@ def onnx_weights(path: str | os.PathLike) -> tuple[int, int]:
 def measure_onnx(path: str | os.PathLike, *, threads: int | None = None, **options: Any) -> dict[str, Any]:
     """:func:`measure_model` for an ONNX file run by ONNX Runtime (MACs are left out: PyTorch cannot count them).
 
+    ``threads`` pins ONNX Runtime's intra-op threads (default: torch's count, so both runtimes get the same);
     ``options`` are measure_model's (image_shape, seq_len, batch_sizes, loader, metrics, timing).
     Usage: ``measure_onnx("out/model.onnx", batch_sizes=(1, 32))["latency"]["32"]["median_ms"]``
     """
-    from shrink.export import OnnxModel
+    from shrink.onnx_runtime import OnnxModel
 
-    model = OnnxModel(path, threads)
-    figures = measure_model(model, macs=False, **options)
+    model = OnnxModel(path, threads or torch.get_num_threads())
+    figures = measure_model(model, macs=False, threads=model.threads, **options)
     figures["params"], figures["size_bytes"] = onnx_weights(path)
-    figures["threads"] = model.threads
     return figures

@@ -51,6 +51,8 @@ TRAINING_FLAGS: FlagTable = {
     "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
     "mixed_precision": ("train.mixed_precision", str, "no, bf16 or fp16 (GPU)"),
     "seed": ("train.seed", int, "random seed (data order, init, dropout)"),
+    "select_on": ("train.select_on", str, "where the best epoch is chosen: dev (default) or train-holdout "
+                  "(a seeded 10%% of the training data, so the dev split is only reported)"),
     "checkpoint_every": ("train.checkpoint_every", int, "also checkpoint every N optimizer steps"),
     "out": ("output_dir", str, "run directory"),
 }

@@ -29,6 +29,7 @@ from shrink.runs import atomic_write_bytes, atomic_write_json
 
 RECIPE_FILE, MODEL_DIR, EXPORT_FILE = "recipe.yaml", "model", "export.json"
 MODEL_MARKERS = ("architecture.json", "config.json")
+WEIGHTS_PATTERN = "*.safetensors"
 TOKENIZER_MARKER = "tokenizer_config.json"
 EVAL_BATCH = 64
 SPLITS = ("train", "dev", "test")
@@ -46,7 +47,7 @@ class Source:
 
 
 def resolve_source(path: str | Path) -> Source:
-    """Classify ``path`` as a run directory, a saved model folder or an ONNX file; UserError otherwise.
+    """Classify ``path`` as a run directory, a saved model folder, an export folder or an ONNX file; else UserError.
 
     Usage: ``resolve_source("runs/r20").model_dir  # runs/r20/model``
     """
@@ -57,10 +58,13 @@ def resolve_source(path: str | Path) -> Source:
         if path.suffix != ".onnx":
             raise UserError(f"{path} is not an .onnx file; pass a run directory, a saved model folder or an .onnx file")
         return Source(path, onnx_files=[path], recipe=_onnx_recipe(path))
+    onnx_files = sorted(path.glob("*.onnx"))
     if (path / MODEL_DIR).is_dir():
-        return Source(path, path / MODEL_DIR, sorted(path.glob("*.onnx")), _read_recipe(path / RECIPE_FILE))
+        return Source(path, path / MODEL_DIR, onnx_files, _read_recipe(path / RECIPE_FILE))
+    if onnx_files and not any(path.glob(WEIGHTS_PATTERN)):  # an export folder: its config.json has no weights
+        return Source(path, onnx_files=onnx_files, recipe=_onnx_recipe(onnx_files[0]))
     if any((path / marker).is_file() for marker in MODEL_MARKERS):
-        return Source(path, path, sorted(path.glob("*.onnx")), None)
+        return Source(path, path, onnx_files, None)
     raise UserError(f"{path} is neither a run directory (no {MODEL_DIR}/ inside) nor a saved model folder "
                     f"({' or '.join(MODEL_MARKERS)}); pass the folder a shrink command wrote")
 
@@ -230,7 +234,7 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
     method = QUANTIZATIONS.get(quantize) if quantize else None  # refuse a bad name before any work
     source = resolve_source(path)
     if source.model_dir is None:
-        raise UserError(f"{path} is an ONNX file; `shrink export` takes a run directory or a saved model folder")
+        raise UserError(f"{path} holds ONNX models only; `shrink export` takes a run directory or a saved model folder")
     target = Path(onnx_path) if onnx_path else source.root / "model.onnx"
     model, tokenizer = load_model_and_tokenizer(source.model_dir)
     view = None
@@ -298,33 +302,71 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- bench
-def bench_source(path: str | Path, *, batch_sizes: Sequence[int] = (1, 32), split: str = "dev",
-                 data: Recipe | None = None, max_eval_samples: int | None = None, seq_len: int | None = None,
-                 example_shape: str | None = None, threads: int | None = None, **timing: Any) -> list[dict[str, Any]]:
-    """Measure every model a source holds (PyTorch model, ONNX files): one record per model.
+@dataclass
+class Subject:
+    """One model to bench: what the record says about it, and how to run it on dummy batches."""
 
-    ``data`` (a recipe naming a dataset) overrides the source's own recipe for accuracy.
-    Usage: ``bench_source("runs/r20", batch_sizes=(1, 32))[0]["latency"]["1"]["median_ms"]``
+    record: dict[str, Any]
+    model: nn.Module
+    options: dict[str, Any]
+
+    def batch(self, size: int) -> dict[str, torch.Tensor]:
+        """A dummy batch of ``size`` inputs shaped as this model's data."""
+        from shrink.bench import example_inputs
+
+        return example_inputs(self.model, size, image_shape=self.options["image_shape"], seq_len=self.options["seq_len"])
+
+
+def load_subjects(path: str | Path, *, split: str = "dev", data: Recipe | None = None,
+                  max_eval_samples: int | None = None, seq_len: int | None = None, example_shape: str | None = None,
+                  threads: int | None = None) -> list[Subject]:
+    """Every model a source holds (PyTorch model, ONNX files), with its size, MACs and accuracy; no latency yet.
+
+    ``data`` (a recipe naming a dataset) overrides the source's own recipe for accuracy; ``threads`` are
+    ONNX Runtime's intra-op threads.
+    Usage: ``[subject.record["runtime"] for subject in load_subjects("runs/r20")]  # ['pytorch', 'onnxruntime']``
     """
-    from shrink.bench import measure_model, measure_onnx, size_on_disk
+    from shrink.bench import measure_model, onnx_weights, size_on_disk
+    from shrink.onnx_runtime import OnnxModel
 
     source = resolve_source(path)
     recipe = data or source.recipe
     view = load_view(recipe, max_eval_samples=max_eval_samples) if recipe is not None else None
     shape = parse_shape(example_shape)
-    records = []
+    models: list[tuple[dict[str, Any], nn.Module, Any]] = []
     if source.model_dir is not None:
         model, tokenizer = load_model_and_tokenizer(source.model_dir)
-        figures = measure_model(model, batch_sizes=batch_sizes, **timing,
-                                **_inputs_and_data(view, tokenizer, split, shape, seq_len))
-        records.append({"target": str(source.model_dir), "runtime": "pytorch",
-                        "size_bytes": size_on_disk(source.model_dir), **figures})
+        models.append(({"target": str(source.model_dir), "runtime": "pytorch",
+                        "size_bytes": size_on_disk(source.model_dir)}, model, tokenizer))
     for onnx_file in source.onnx_files:
-        figures = measure_onnx(onnx_file, batch_sizes=batch_sizes, threads=threads, **timing,
-                               **_inputs_and_data(view, _tokenizer_in(onnx_file.parent), split, shape, seq_len))
-        records.append({"target": str(onnx_file), "runtime": "onnxruntime", **figures})
+        params, size = onnx_weights(onnx_file)
+        models.append(({"target": str(onnx_file), "runtime": "onnxruntime", "params": params, "size_bytes": size},
+                       OnnxModel(onnx_file, threads), _tokenizer_in(onnx_file.parent)))
     data_info = {"dataset": view.task.name, "split": split, "primary_metric": view.task.metrics[0]} if view else {}
-    return [{**record, **data_info} for record in records]
+    subjects = []
+    for record, model, tokenizer in models:
+        options = _inputs_and_data(view, tokenizer, split, shape, seq_len)
+        figures = measure_model(model, batch_sizes=(), macs=record["runtime"] == "pytorch", **options)
+        subjects.append(Subject({**figures, **record, **data_info}, model, options))
+    return subjects
+
+
+def bench_targets(targets: Sequence[str | Path], *, batch_sizes: Sequence[int] = (1, 32), threads: int | None = None,
+                  min_time_s: float = 1.0, rounds: int = 3, **source_options: Any) -> list[dict[str, Any]]:
+    """Measure every model the targets hold: one record per model, all latencies timed in alternating rounds.
+
+    ``threads`` (default: torch's count) is pinned for both runtimes and recorded; ``source_options`` go to
+    :func:`load_subjects`.
+    Usage: ``bench_targets(["runs/r20"], batch_sizes=(1, 32))[0]["latency"]["1"]["median_ms"]``
+    """
+    from shrink.bench import compare_latency
+
+    threads = threads or torch.get_num_threads()
+    subjects = [subject for target in targets for subject in load_subjects(target, threads=threads, **source_options)]
+    latency = compare_latency({str(index): (subject.model, subject.batch) for index, subject in enumerate(subjects)},
+                              batch_sizes, threads=threads, min_time_s=min_time_s, rounds=rounds)
+    return [{**subject.record, "threads": threads, "latency": latency[str(index)]}
+            for index, subject in enumerate(subjects)]
 
 
 def _inputs_and_data(view: TaskView | None, tokenizer: Any, split: str, shape: tuple[int, ...] | None,
@@ -338,14 +380,17 @@ def _inputs_and_data(view: TaskView | None, tokenizer: Any, split: str, shape: t
 
 
 def bench_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The table ``shrink bench`` prints: one row per model, latencies per batch size, the primary metric."""
+    """The table ``shrink bench`` prints: one row per model, median latency (or a noise flag) and IQR per batch
+    size, the primary metric."""
+    from shrink.timing import shown
+
     rows = []
     for record in records:
         row = {"model": record["target"], "runtime": record["runtime"], "params": record["params"],
                "MACs": record["macs"], "MB": record["size_bytes"] / 1e6}
         for size, latency in record["latency"].items():
-            row[f"b{size} median ms"] = latency["median_ms"]
-            row[f"b{size} p90 ms"] = latency["p90_ms"]
+            row[f"b{size} median ms"] = shown(latency)
+            row[f"b{size} IQR ms"] = latency["iqr_ms"]
         if record.get("metrics"):
             name = record["primary_metric"]
             row[f"{record['split']} {name}"] = record["metrics"][name]
@@ -354,29 +399,52 @@ def bench_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_bench(records: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """PNG: the primary metric (or, without data, size in MB) against batch-1 latency, one labelled point per model."""
+    """PNG: median latency per model (one labelled row each) and batch size (one bar each), log scale, with
+    the 10th-90th percentile range as error bars; noisy figures are hatched and say so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    with_metric = all(record.get("metrics") for record in records)
-    figure, axes = plt.subplots(figsize=(7, 5))
-    for record in records:
-        latency = next(iter(record["latency"].values()))["median_ms"]
-        value = record["metrics"][record["primary_metric"]] if with_metric else record["size_bytes"] / 1e6
-        axes.scatter(latency, value)
-        axes.annotate(f"{Path(record['target']).name} ({record['runtime']})", (latency, value),
-                      textcoords="offset points", xytext=(4, 4), fontsize=8)
-    first = next(iter(records[0]["latency"]))
-    axes.set_xlabel(f"latency at batch {first} (ms, median)")
-    axes.set_ylabel(f"{records[0]['split']} {records[0]['primary_metric']}" if with_metric else "size on disk (MB)")
-    axes.set_title("shrink bench")
-    axes.grid(alpha=0.3)
+    from matplotlib.patches import Patch
+
+    sizes = list(records[0]["latency"])
+    height = 0.8 / len(sizes)
+    figure, axes = plt.subplots(figsize=(9, 1.2 + 0.5 * len(records) * len(sizes)))
+    rows = np.arange(len(records))
+    legend = [Patch(facecolor="white", edgecolor="black", hatch="//", label="noisy (IQR too wide)")]
+    for offset, size in enumerate(sizes):
+        stats = [record["latency"][size] for record in records]
+        median = np.array([item["median_ms"] for item in stats])
+        spread = np.array([[m - item["p10_ms"] for m, item in zip(median, stats)],
+                           [item["p90_ms"] - m for m, item in zip(median, stats)]])
+        bars = axes.barh(rows + offset * height, median, height, xerr=spread, capsize=3)
+        legend.insert(offset, Patch(facecolor=bars[0].get_facecolor(), label=f"batch {size}"))
+        for bar, item in zip(bars, stats):
+            bar.set_hatch("//" if item["noisy"] else None)
+            axes.annotate(f"{item['median_ms']:.3g}", (item["p90_ms"], bar.get_y() + bar.get_height() / 2),
+                          xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    axes.set_yticks(rows + height * (len(sizes) - 1) / 2, [_plot_label(record) for record in records], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlabel("latency per batch (ms, median; bars: 10th-90th percentile)")
+    axes.set_title(f"shrink bench ({records[0]['threads']} threads, models timed in alternating rounds)")
+    axes.legend(handles=legend, fontsize=8, loc="lower right")
+    axes.grid(axis="x", alpha=0.3, which="both")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_label(record: dict[str, Any]) -> str:
+    """A model's row label: its file or folder, the runtime, and the primary metric when measured."""
+    label = f"{Path(record['target']).parent.name}/{Path(record['target']).name}\n{record['runtime']}"
+    if record.get("metrics"):
+        name = record["primary_metric"]
+        label += f", {record['split']} {name} {record['metrics'][name]:.3f}"
+    return label
 
 
 def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
@@ -391,8 +459,13 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-eval-samples", type=int, help="measure accuracy on a seeded subset of this size")
     parser.add_argument("--seq-len", type=int, help="tokens per dummy text batch (default: the recipe's max_length or 128)")
     parser.add_argument("--example-shape", help="CxHxW of dummy images when the model does not say (default 3x32x32)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (after 2 warm-up calls)")
+    parser.add_argument("--threads", type=int,
+                        help="threads for both runtimes, pinned while timing (default: torch's, "
+                             f"{torch.get_num_threads()} here)")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of timing per model and batch size, split over the rounds (default 1)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds in which the models are timed in turn (default 3)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -405,14 +478,15 @@ def run_bench(args: argparse.Namespace) -> int:
     data = None
     if args.dataset:
         data = build_recipe({"data": {"dataset": args.dataset, "data_dir": args.data_dir}}, source="flags")
-    records = [record for target in args.targets
-               for record in bench_source(target, batch_sizes=batch_sizes, split=args.split, data=data,
-                                          max_eval_samples=args.max_eval_samples,
-                                          seq_len=args.seq_len, example_shape=args.example_shape,
-                                          threads=args.threads, repeats=args.repeats)]
-    print_table("shrink bench", bench_rows(records))
+    if args.min_time <= 0 or args.rounds < 1:
+        raise UserError(f"--min-time must be positive and --rounds at least 1, got {args.min_time} and {args.rounds}")
+    records = bench_targets(args.targets, batch_sizes=batch_sizes, threads=args.threads, min_time_s=args.min_time,
+                            rounds=args.rounds, split=args.split, data=data, max_eval_samples=args.max_eval_samples,
+                            seq_len=args.seq_len, example_shape=args.example_shape)
+    print_table(f"shrink bench ({records[0]['threads']} threads; a figure whose spread is too wide says noisy)",
+                bench_rows(records))
     if args.json:
-        atomic_write_json(args.json, {"torch_threads": torch.get_num_threads(), "records": records})
+        atomic_write_json(args.json, {"threads": records[0]["threads"], "records": records})
     if args.plot:
         plot_bench(records, args.plot)
     return 0

@@ -5,7 +5,7 @@ exist) is done *before* the run directory is created, so a refused command leave
 
 Usage::
 
-    recipe = load_recipe("recipes/demo.yaml")
+    recipe = load_recipe("demo")
     experiment = prepare_experiment(recipe)
     metrics = train_and_report(experiment, resume=False, overwrite=False)
 """
@@ -13,20 +13,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+import torch
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
+from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_models, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
-from shrink.models import create_model, save_model
-from shrink.recipe import Recipe, save_recipe
+from shrink.errors import UserError
+from shrink.models import create_model, name_labels, save_model
+from shrink.recipe import Recipe, TrainConfig, save_recipe
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_dir
-from shrink.train import Trainer, TrainResult, process_state
+from shrink.timing import latency_columns
+from shrink.train import Trainer, TrainResult, evaluate_model, process_state
 
+# The slice of the training split that --select-on train-holdout keeps out of training to choose the best epoch.
+HOLDOUT_FRACTION = 0.1
 # AdamW peak rates that suit each family when the recipe names none.
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
 
@@ -66,13 +71,15 @@ def load_task(recipe: Recipe) -> TaskData:
 
 
 def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
-    """``create_model`` sized for ``task`` (labels, image shape; CIFAR's shape for text tasks).
+    """``create_model`` sized for ``task`` (labels and their names, image shape; CIFAR's shape for text tasks).
 
     Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
     """
     image = task.image_shape or DEFAULT_IMAGE_SHAPE
-    return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
-                        is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
+    model, tokenizer = create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
+                                    is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
+    name_labels(model, task.label_names)
+    return model, tokenizer
 
 
 def prepare_experiment(recipe: Recipe, model_name: str | None = None) -> Experiment:
@@ -104,11 +111,35 @@ def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> Run
     return run
 
 
+def selection_splits(task: TaskData, config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(what to train on, what to choose the best epoch on) for ``config.select_on``.
+
+    ``train-holdout`` holds a seeded ``HOLDOUT_FRACTION`` of the training split out of training.
+    Usage: ``train_set, select_set = selection_splits(task, recipe.train)``
+    """
+    if config.select_on == "dev":
+        return task.train, task.dev
+    total = len(task.train)  # type: ignore[arg-type]
+    held = max(1, round(total * HOLDOUT_FRACTION))
+    if held >= total:
+        raise UserError(f"--select-on train-holdout needs more than {total} training examples")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(config.seed)).tolist()
+    return Subset(task.train, sorted(order[held:])), Subset(task.train, sorted(order[:held]))
+
+
+def selected_on(config: TrainConfig) -> str:
+    """What a report prints next to a score about where the best epoch was chosen. Usage: ``selected_on(cfg)``."""
+    return "dev (the reported split: optimistic)" if config.select_on == "dev" else \
+        f"train holdout ({HOLDOUT_FRACTION:.0%}, seeded); dev reported only"
+
+
 def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: Any = None) -> TrainResult:
-    """Train the experiment's model with the core engine (optionally a custom ``step``)."""
+    """Train the experiment's model with the core engine (optionally a custom ``step``); the best epoch is
+    chosen on the split ``train.select_on`` names."""
     recipe = experiment.recipe
+    train_set, select_set = selection_splits(experiment.task, recipe.train)
     trainer = Trainer(
-        experiment.model, experiment.task.train, experiment.task.dev, collate=experiment.collate,
+        experiment.model, train_set, select_set, collate=experiment.collate,
         metrics=experiment.task.metrics, config=recipe.train, step=step, is_regression=experiment.task.is_regression,
         run=run, resume=resume, save_model=experiment.save,
         lr_default=LR_TRANSFORMER if experiment.is_transformer else LR_CNN,
@@ -116,10 +147,14 @@ def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: 
     return trainer.fit()
 
 
-def model_figures(experiment: Experiment, model: nn.Module) -> dict[str, Any]:
-    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of ``model`` on this machine."""
-    return measure_model(model, image_shape=experiment.task.image_shape,
-                         seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
+def model_figures(experiment: Experiment, models: Mapping[str, nn.Module]) -> dict[str, dict[str, Any]]:
+    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of each model on this machine, by name;
+    the models' latencies are timed in alternating rounds, so they compare.
+
+    Usage: ``model_figures(experiment, {"base": base, "pruned": pruned})["pruned"]["latency"]["1"]``
+    """
+    return measure_models(models, image_shape=experiment.task.image_shape,
+                          seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
 
 
 def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> dict[str, Any]:
@@ -137,19 +172,25 @@ def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> d
         final_model = load_model(best_dir)
     with atomic_dir(run / "model") as folder:
         experiment.save(final_model, folder)
-    figures = model_figures(experiment, final_model)
+    figures = model_figures(experiment, {"model": final_model})["model"]
     figures["model_bytes"] = size_on_disk(run / "model")
+    dev = result.best
+    if recipe.train.select_on != "dev":
+        dev = evaluate_model(final_model, experiment.dev_loader(), experiment.task.metrics)
     metrics: dict[str, Any] = {
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
-        "primary_metric": experiment.task.metrics[0], "dev": result.best, "best_epoch": result.best_epoch,
+        "primary_metric": experiment.task.metrics[0], "dev": dev, "best_epoch": result.best_epoch,
+        "selected_on": recipe.train.select_on, "selection_score": result.best,
         "final_epoch_dev": result.final, "steps": result.steps,
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
         **figures, "history": result.history,
     }
     summary = {"model": recipe.model.name, "dataset": experiment.task.name,
-               **{f"dev {k}": v for k, v in result.best.items()}, "best epoch": result.best_epoch,
+               **{f"dev {k}": v for k, v in dev.items()}, "best epoch chosen on": selected_on(recipe.train),
+               "best epoch": result.best_epoch,
                "params": figures["params"], "MACs": figures["macs"], "MB on disk": figures["model_bytes"] / 1e6,
-               "latency b1 ms": figures["latency"]["1"]["median_ms"]}
-    publish(run, metrics, "shrink train", f"{recipe.model.name} trained on {experiment.task.name}.",
-            [("training history", result.history), ("result", [summary])])
+               **latency_columns({"1": figures["latency"]["1"]})}
+    intro = (f"{recipe.model.name} trained on {experiment.task.name}; the best epoch was chosen on "
+             f"{selected_on(recipe.train)} (the training history's scores are on that split).")
+    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])])
     return metrics

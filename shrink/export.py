@@ -1,13 +1,15 @@
-"""ONNX export with a parity check, and ONNX Runtime models that behave like PyTorch modules.
+"""ONNX export with a parity check, laid out as Hugging Face optimum's exporter lays out a folder.
 
 ``export_onnx`` traces the model with the torch.export-based exporter (``dynamo=True``: it follows
 Hugging Face attention masks correctly, where the TorchScript tracer bakes in shape-dependent branches),
 with named inputs (``input_ids``, ``attention_mask``, ``token_type_ids`` / ``pixel_values``), one output
-``logits`` and dynamic batch (and sequence) axes. Everything is built in a staging folder beside the
-target: the model, ``labels.json`` (label names, task, what the inputs look like) and the tokenizer, so a
-deployed folder needs nothing from shrink. It is checked against PyTorch on the sample batch and on one
-example (a second batch size) with ONNX Runtime, and only then moved into place; a mismatch beyond
-``atol`` is a UserError and leaves nothing behind.
+``logits`` and dynamic batch (and sequence) axes, at opset 17 unless asked (a widely deployed one; newer
+runtimes read it too). Everything is built in a staging folder beside the target: the model, the Hugging
+Face ``config.json`` (with ``id2label``) and tokenizer files, as optimum writes them, so its ``ORTModel``
+classes, ``AutoConfig`` / ``AutoTokenizer`` and ``pipeline`` load the folder, and ``labels.json`` (label
+names, task, what the inputs look like) for serving with onnxruntime alone. It is checked against PyTorch
+on the sample batch and on one example (a second batch size) with ONNX Runtime, and only then moved into
+place; a mismatch beyond ``atol`` is a UserError and leaves nothing behind.
 
 Usage::
 
@@ -16,7 +18,6 @@ Usage::
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,97 +29,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
 from shrink.bench import device_of
 from shrink.errors import UserError
 from shrink.models.io import error_line
+from shrink.onnx_runtime import IMAGE_INPUT, LABELS_FILE, OUTPUT_NAME, TEXT_INPUTS, OnnxModel, model_inputs
 from shrink.runs import atomic_write_json
 from shrink.train import forward_logits
 
-LABELS_FILE = "labels.json"
-OUTPUT_NAME = "logits"
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-IMAGE_INPUT = "pixel_values"
 # Protobuf files cannot exceed 2 GiB: larger models keep their weights in a side file.
 EXTERNAL_DATA_BYTES = 1_800_000_000
+# Opset 17 (ONNX 1.12, 2022) runs on the runtimes most servers have; the newest would lock older ones out.
+DEFAULT_OPSET = 17
 
 
-def default_opset() -> int:
+def newest_opset() -> int:
     """The highest opset both the torch exporter and the installed ONNX Runtime (its CPU kernels) support.
 
-    Usage: ``default_opset()  # 23 with torch 2.13 and onnxruntime 1.31``
+    Usage: ``newest_opset()  # 23 with torch 2.13 and onnxruntime 1.32``
     """
     from torch.onnx import _constants  # the exporter's own bounds; no public accessor exists
 
     kernels = ort.capi.onnxruntime_pybind11_state.get_all_opkernel_def()
     runtime_max = max(kernel.version_range[0] for kernel in kernels if kernel.domain in ("", "ai.onnx"))
     return min(_constants.ONNX_MAX_OPSET, runtime_max)
-
-
-def ort_session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session with every graph optimisation on and one intra-op thread per core.
-
-    Usage: ``ort_session("out/model.onnx").run(["logits"], feeds)``
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT's exception types share no base class beyond Exception
-        raise UserError(f"ONNX Runtime cannot load {path}: {error_line(err)}") from None
-
-
-def read_deploy_info(onnx_path: str | os.PathLike) -> dict[str, Any]:
-    """The ``labels.json`` written beside an exported model, or ``{}`` when there is none.
-
-    Usage: ``read_deploy_info("out/model.onnx").get("label_names")``
-    """
-    path = Path(onnx_path).with_name(LABELS_FILE)
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}; export the model again") from None
-    return info if isinstance(info, dict) else {}
-
-
-class OnnxModel(nn.Module):
-    """An ONNX Runtime session used like a PyTorch classifier: ``model(**batch)`` returns logits.
-
-    It works wherever shrink takes a model for inference (``evaluate_model``, ``measure_model``).
-    Usage: ``OnnxModel("out/model.onnx")(pixel_values=torch.randn(8, 3, 32, 32)).shape``
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"ONNX file {self.path} not found; export one with `shrink export`")
-        self.threads = threads or os.cpu_count() or 1
-        self.session = ort_session(self.path, self.threads)
-        inputs = {item.name: item for item in self.session.get_inputs()}
-        self.input_names = list(inputs)
-        self.output_name = OUTPUT_NAME if OUTPUT_NAME in [o.name for o in self.session.get_outputs()] \
-            else self.session.get_outputs()[0].name
-        self.vocab_size = read_deploy_info(self.path).get("vocab_size")
-        pixel_dims = inputs[IMAGE_INPUT].shape[1:] if IMAGE_INPUT in inputs else []
-        self.image_shape = tuple(pixel_dims) if pixel_dims and all(isinstance(d, int) for d in pixel_dims) else None
-
-    def forward(self, pixel_values: torch.Tensor | None = None, **inputs: torch.Tensor) -> torch.Tensor:
-        if pixel_values is not None:
-            inputs[IMAGE_INPUT] = pixel_values
-        missing = [name for name in self.input_names if name not in inputs]
-        if missing:
-            raise UserError(f"{self.path} needs the inputs {missing}; the batch has {sorted(inputs)}")
-        feeds = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
-        return torch.from_numpy(self.session.run([self.output_name], feeds)[0])
 
 
 @dataclass
@@ -158,19 +97,6 @@ class _NamedInputs(nn.Module):
         return forward_logits(self.model, {name: value for name, value in given.items() if value is not None})
 
 
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The model inputs of a batch (labels dropped), in the graph's input order; UserError for others.
-
-    Usage: ``model_inputs(batch).keys()  # input_ids, attention_mask, token_type_ids``
-    """
-    inputs = {name: batch[name] for name in (*TEXT_INPUTS, IMAGE_INPUT) if name in batch}
-    unknown = sorted(set(batch) - set(inputs) - {"labels"})
-    if unknown or not inputs:
-        raise UserError(f"cannot export a model fed {unknown or 'nothing'}; the ONNX export takes "
-                        f"{', '.join((*TEXT_INPUTS, IMAGE_INPUT))}")
-    return inputs
-
-
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -195,7 +121,10 @@ def export_onnx(
         raise UserError(f"the ONNX path must end in .onnx, got {target}")
     device = device_of(model)
     inputs = {name: value.to(device) for name, value in model_inputs(example_batch).items()}
-    opset = opset or default_opset()
+    opset = opset or DEFAULT_OPSET
+    if opset > newest_opset():
+        raise UserError(f"opset {opset} is newer than this torch exporter and onnxruntime support "
+                        f"({newest_opset()}); pass --opset {newest_opset()} or lower")
     was_training = model.training
     model.eval()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -204,15 +133,20 @@ def export_onnx(
         started = time.perf_counter()
         staged = staging / target.name
         axes = _write_onnx(model, staged, inputs, opset, dynamic)
-        # The exporter drops inputs the model ignores (token_type_ids of some encoders): read what stayed.
-        names = [item.name for item in onnx.load(str(staged), load_external_data=False).graph.input]
+        written = onnx.load(str(staged), load_external_data=False)
+        # The exporter drops inputs the model ignores (token_type_ids of some encoders): read what stayed. It
+        # also builds at its own lowest opset and converts down, keeping that one if conversion fails: say so.
+        names = [item.name for item in written.graph.input]
         report = ExportReport(
-            path=str(target), opset=opset, input_names=names, output_names=[OUTPUT_NAME],
+            path=str(target), opset=_default_domain_opset(written), input_names=names, output_names=[OUTPUT_NAME],
             dynamic_axes={name: axes[name] for name in names if name in axes}, size_bytes=staged.stat().st_size,
             seconds=time.perf_counter() - started,
         )
         info = _labels_info(model, {name: inputs[name] for name in names}, label_names, deploy_info)
         atomic_write_json(staging / LABELS_FILE, info)
+        config = getattr(model, "config", None)
+        if isinstance(config, PretrainedConfig):  # optimum's layout: config.json beside model.onnx
+            config.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if validate:
@@ -253,6 +187,11 @@ def _write_onnx(model: nn.Module, path: Path, inputs: Mapping[str, torch.Tensor]
         raise UserError(f"torch.onnx cannot export {type(model).__name__} at opset {opset}: {error_line(err)}; "
                         "try another --opset") from None
     return axes
+
+
+def _default_domain_opset(model: onnx.ModelProto) -> int:
+    """The opset of the standard ONNX domain that a written model declares."""
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def validate_onnx(path: str | os.PathLike, model: nn.Module, inputs: Mapping[str, torch.Tensor],
@@ -304,8 +243,3 @@ def _labels_info(model: nn.Module, inputs: Mapping[str, torch.Tensor], label_nam
         info["vocab_size"] = config.vocab_size
     info.update(extra or {})
     return info
-
-
-def as_numpy(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """A batch's model inputs as numpy arrays, the form ONNX Runtime takes. Usage: ``session.run(None, as_numpy(b))``."""
-    return {name: value.detach().cpu().numpy() for name, value in model_inputs(batch).items()}

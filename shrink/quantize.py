@@ -31,7 +31,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch.utils.data import DataLoader
 
 from shrink.errors import UserError
-from shrink.export import OnnxModel, as_numpy
+from shrink.onnx_runtime import OnnxModel, as_numpy
 from shrink.registry import Registry
 
 # --quantize name -> method ("auto" chooses from the graph).

@@ -6,12 +6,14 @@ closest valid one; command-line flags override recipe values as dotted keys (``t
 
 Usage::
 
-    recipe = load_recipe("recipes/demo.yaml", overrides={"train.epochs": 1})
+    recipe = load_recipe("demo", overrides={"train.epochs": 1})   # a shipped recipe, or a YAML path
     save_recipe(recipe, "runs/demo/recipe.yaml")
 """
 from __future__ import annotations
 
 import difflib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
@@ -21,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shrink.errors import UserError
 from shrink.runs import atomic_write_text
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Shipped recipes are package data (shrink/recipes/*.yaml), read through importlib.resources so an
+# installed wheel finds them wherever it is run from.
+RECIPES_PACKAGE, RECIPES_FOLDER = "shrink", "recipes"
 
 
 class Section(BaseModel):
@@ -55,6 +59,8 @@ class TrainConfig(Section):
     """The training engine's settings (see :mod:`shrink.train`; optimizer and schedule: :mod:`shrink.optim`).
 
     ``milestones`` (epochs) and ``gamma`` belong to ``schedule: multistep``; ``momentum`` to ``optimizer: sgd``.
+    ``select_on`` is where the best epoch is chosen: the dev split (whose score is then optimistic), or
+    ``train-holdout``, a seeded slice of the training data held out of training, so dev is only reported.
     """
 
     epochs: float = Field(3, gt=0)
@@ -73,6 +79,7 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 42
+    select_on: Literal["dev", "train-holdout"] = "dev"
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0)
@@ -99,12 +106,21 @@ class Recipe(Section):
 R = TypeVar("R", bound=Recipe)
 
 
-def recipe_path(name_or_path: str) -> Path:
-    """A recipe file from a path, or from a name in the ``recipes/`` folder (``demo`` -> recipes/demo.yaml)."""
+def shipped_recipes() -> Traversable:
+    """The folder of recipes shipped inside the package. Usage: ``(shipped_recipes() / "demo.yaml").read_text()``."""
+    return resources.files(RECIPES_PACKAGE) / RECIPES_FOLDER
+
+
+def recipe_path(name_or_path: str) -> Path | Traversable:
+    """A recipe file from a path, else by name from ``./recipes`` or the shipped recipes (``demo`` -> demo.yaml).
+
+    A path to a missing file falls back on its name, so ``recipes/demo.yaml`` works from any folder.
+    Usage: ``read_yaml(recipe_path("demo"))``
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+    for folder in (Path.cwd() / "recipes", shipped_recipes()):
         candidate = folder / f"{path.stem}.yaml"
         if candidate.is_file():
             return candidate
@@ -113,11 +129,14 @@ def recipe_path(name_or_path: str) -> Path:
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes shipped in ``recipes/``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+    """Names of the shipped recipes. Usage: ``"demo" in list_recipes()``."""
+    folder = shipped_recipes()
+    if not folder.is_dir():
+        return []
+    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     """Parse a YAML mapping with the safe loader; UserError on syntax errors or a non-mapping."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

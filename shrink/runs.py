@@ -21,20 +21,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from shrink.errors import UserError
 
 RUNNING_MARKER = "RUNNING"
+# What open() and mkdir() ask for; the umask then takes away what the user does not share.
+FILE_MODE, DIR_MODE = 0o666, 0o777
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename.
+
+    The file gets the mode a plain ``open()`` gives (0666 less the umask), so a server running as another
+    user can read it; ``mkstemp``'s private 0600 would follow the file through the rename.
+    Usage: ``atomic_write_bytes("RUN/model.bin", payload)``
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -42,7 +50,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -54,6 +62,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomic JSON write (indented, keys in insertion order)."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc; elsewhere it is read by setting it and setting it back.
+
+    Usage: ``FILE_MODE & ~current_umask()  # 0o644 under the usual 022``
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_like_open(folder: Path) -> None:
+    """Give everything under ``folder`` the mode open() / mkdir() would have given it.
+
+    Some writers (safetensors among them) create private 0600 files through their own temp files; a model
+    folder is meant to be read by whoever serves it.
+    Usage: ``share_like_open(Path("RUN/.model.tmp"))``
+    """
+    mask = current_umask()
+    for item in (folder, *folder.rglob("*")):
+        if not item.is_symlink():
+            item.chmod((DIR_MODE if item.is_dir() else FILE_MODE) & ~mask)
 
 
 def _json_default(obj: Any) -> Any:
@@ -86,6 +123,7 @@ class _AtomicDir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        share_like_open(self.tmp)
         old = self.final.parent / f".{self.final.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.final.exists():

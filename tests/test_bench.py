@@ -14,8 +14,8 @@ from shrink.bench import (
     count_macs,
     count_parameters,
     example_inputs,
-    measure_latency,
     measure_model,
+    measure_models,
     measure_onnx,
     size_on_disk,
 )
@@ -26,6 +26,7 @@ from shrink.deploy_cli import export_source
 from shrink.errors import UserError
 from shrink.models import build_model, create_model, save_model
 from shrink.recipe import Recipe, save_recipe
+from shrink.timing import shown, summarise, time_interleaved
 
 DATA = {"dataset": "synthetic-image:1x8x8", "max_train_samples": 32, "max_eval_samples": 40}
 
@@ -55,13 +56,27 @@ def test_size_on_disk_of_files_and_folders(tmp_path: Path) -> None:
         size_on_disk(tmp_path / "missing")
 
 
-def test_measure_latency_warms_up_then_times_and_respects_the_budget() -> None:
-    calls = []
-    result = measure_latency(lambda: calls.append(1), warmup=2, repeats=7)
-    assert len(calls) == 9 and result["repeats"] == 7
-    assert 0 <= result["median_ms"] <= result["p90_ms"]
-    slow = measure_latency(lambda: time.sleep(0.02), warmup=0, repeats=100, budget_s=0.05)
-    assert slow["repeats"] == 3 and slow["median_ms"] >= 20
+def test_models_are_timed_in_alternating_rounds_on_the_pinned_thread_count() -> None:
+    order, threads_seen = [], set()
+
+    def call(name: str) -> None:
+        if not order or order[-1] != name:
+            order.append(name)
+        threads_seen.add(torch.get_num_threads())
+
+    stats = time_interleaved({"a": lambda: call("a"), "b": lambda: call("b")}, threads=2, min_time_s=0.03, rounds=3)
+    assert order == ["a", "b"] * 3 and threads_seen == {2} and torch.get_num_threads() == 1
+    assert all(item["threads"] == 2 and item["calls"] >= item["blocks"] >= 3 for item in stats.values())
+    slow = time_interleaved({"sleep": lambda: time.sleep(0.02)}, min_time_s=0.2, rounds=2)["sleep"]
+    assert 19 <= slow["median_ms"] <= slow["p90_ms"] and slow["blocks"] >= 2
+
+
+def test_a_wide_spread_or_too_few_blocks_is_flagged_not_shown_as_a_result() -> None:
+    steady = summarise([0.010, 0.0101, 0.0099, 0.010, 0.0102, 0.010], calls=60, threads=1)
+    assert not steady["noisy"] and shown(steady) == pytest.approx(10.0, rel=0.02)
+    jumpy = summarise([0.010, 0.030, 0.011, 0.250, 0.012, 0.090], calls=6, threads=1)
+    assert jumpy["noisy"] and shown(jumpy).startswith("noisy: ")
+    assert summarise([0.010, 0.010], calls=2, threads=1)["noisy"]  # two blocks cannot bound a spread
 
 
 def test_example_inputs_follow_the_model() -> None:
@@ -81,10 +96,14 @@ def test_measure_model_gives_size_speed_and_accuracy() -> None:
     task = load_task_data(DATA["dataset"], max_eval_samples=40, augment=False)
     model = build_model("vit-micro", num_classes=10, in_channels=1, image_size=8, patch_size=4, depth=1)
     loader = DataLoader(task.dev, batch_size=16, collate_fn=make_collate(task))
-    figures = measure_model(model, batch_sizes=(1, 4), loader=loader, metrics=task.metrics, repeats=3)
+    figures = measure_model(model, batch_sizes=(1, 4), loader=loader, metrics=task.metrics, min_time_s=0.05)
     assert figures["params"] == count_parameters(model) and figures["macs"] > 0
     assert set(figures["latency"]) == {"1", "4"} and figures["threads"] == torch.get_num_threads()
     assert 0 <= figures["metrics"]["accuracy"] <= 1
+    both = measure_models({"big": model, "small": nn.Sequential(nn.Flatten(), nn.Linear(64, 10))},
+                          image_shape=(1, 8, 8), batch_sizes=(2,),
+                          macs=False, threads=2, min_time_s=0.05)
+    assert set(both) == {"big", "small"} and {f["latency"]["2"]["threads"] for f in both.values()} == {2}
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +123,11 @@ def test_shrink_bench_run_dir_compares_pytorch_and_onnxruntime(exported_run: Pat
                                                                capsys: pytest.CaptureFixture) -> None:
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     assert main(["bench", str(exported_run), "--json", str(out_json), "--plot", str(out_png),
-                 "--batch-sizes", "1,4", "--repeats", "3"]) == 0
-    records = json.loads(out_json.read_text())["records"]
+                 "--batch-sizes", "1,4", "--min-time", "0.1", "--threads", "2"]) == 0
+    written = json.loads(out_json.read_text())
+    records = written["records"]
+    assert written["threads"] == 2 and all(r["threads"] == 2 for r in records)
+    assert all({"median_ms", "iqr_ms", "p10_ms", "p90_ms", "noisy"} <= set(r["latency"]["4"]) for r in records)
     assert [r["runtime"] for r in records] == ["pytorch", "onnxruntime"]
     torch_row, onnx_row = records
     # The same weights in both runtimes: the same predictions on the dev split.
@@ -119,11 +141,11 @@ def test_shrink_bench_run_dir_compares_pytorch_and_onnxruntime(exported_run: Pat
 def test_shrink_bench_onnx_file_takes_its_data_from_flags(exported_run: Path, tmp_path: Path) -> None:
     lone = tmp_path / "lone.onnx"
     lone.write_bytes((exported_run / "model.onnx").read_bytes())
-    without = measure_onnx(lone, batch_sizes=(2,), repeats=3)
+    without = measure_onnx(lone, batch_sizes=(2,), min_time_s=0.05)
     assert "metrics" not in without and without["latency"]["2"]["median_ms"] > 0
     out_json = tmp_path / "bench.json"
     assert main(["bench", str(lone), "--dataset", DATA["dataset"], "--max-eval-samples", "24",
-                 "--batch-sizes", "1", "--repeats", "3", "--json", str(out_json)]) == 0
+                 "--batch-sizes", "1", "--min-time", "0.05", "--json", str(out_json)]) == 0
     [record] = json.loads(out_json.read_text())["records"]
     assert record["dataset"] == DATA["dataset"] and 0 <= record["metrics"]["accuracy"] <= 1
 

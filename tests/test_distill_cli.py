@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from distill.cli import build_parser, main, recipe_from_args
 from distill.pipeline import DistillStep
@@ -52,6 +52,8 @@ def test_demo_pipeline_writes_teacher_student_and_retention(tiny_run):
 
 def test_saved_student_loads_in_plain_transformers_and_predicts_the_same(tiny_run):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tiny_run.run / "model").eval()
+    for folder in (tiny_run.run / "model", tiny_run.run / "teacher" / "model", tiny_run.run.path):  # + the export
+        assert AutoConfig.from_pretrained(folder).id2label == {0: "negative", 1: "positive"}, folder
     batch = tiny_run.tokenizer(["good movie but dull plot", "awful acting"], padding=True, return_tensors="pt")
     tiny_run.student.eval()
     with torch.no_grad():

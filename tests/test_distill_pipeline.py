@@ -50,6 +50,7 @@ def test_from_teacher_copies_embeddings_head_and_skip_mapped_layers(task):
     teacher = tiny_bert(layers=4)
     student, tokenizer = build_student("from_teacher", StudentRequest(None, task, teacher, task.tokenizer, layers=2))
     assert student.config.num_hidden_layers == 2 and tokenizer is task.tokenizer
+    assert student.config.id2label == dict(enumerate(task.label_names))  # the teacher's config had none
     # skip map 4 -> 2 pairs hidden states (2, 1), (4, 2): student layer 0 <- teacher layer 1, 1 <- 3
     for s, t in ((0, 1), (1, 3)):
         for (name, got), (_, want) in zip(student.bert.encoder.layer[s].state_dict().items(),

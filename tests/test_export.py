@@ -16,8 +16,9 @@ from shrink import export as export_module
 from shrink.cli import main
 from shrink.data.synthetic import synthetic_tokenizer
 from shrink.errors import UserError
-from shrink.export import OnnxModel, export_onnx
+from shrink.export import export_onnx
 from shrink.models import build_model, create_model, load_model, save_model
+from shrink.onnx_runtime import OnnxModel
 from shrink.quantize import choose_method, quantize_int8
 from shrink.recipe import Recipe, save_recipe
 

@@ -1,11 +1,12 @@
 """Recipes: safe YAML, typed validation, helpful errors for unknown keys, flag overrides."""
 import argparse
+from importlib import resources
 
 import pytest
 
 from shrink.cliargs import add_training_flags, recipe_overrides
 from shrink.errors import UserError
-from shrink.recipe import Recipe, build_recipe, load_recipe, read_yaml, save_recipe
+from shrink.recipe import Recipe, build_recipe, list_recipes, load_recipe, read_yaml, recipe_path, save_recipe
 
 
 def test_unknown_key_names_it_and_suggests_the_closest(tmp_path):
@@ -51,6 +52,21 @@ def test_flags_override_the_recipe_and_resolved_recipe_round_trips(tmp_path):
 def test_missing_recipe_lists_the_known_ones():
     with pytest.raises(UserError, match="not found"):
         load_recipe("no-such-recipe")
+
+
+def test_shipped_recipes_are_package_resources_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: only the package's own data can answer
+    packaged = resources.files("shrink") / "recipes" / "demo.yaml"
+    assert packaged.is_file() and {"demo", "train-demo", "resnet56-fashion-mnist"} <= set(list_recipes())
+    assert recipe_path("demo").read_text() == packaged.read_text()
+    assert load_recipe("recipes/resnet56-fashion-mnist.yaml") == load_recipe("resnet56-fashion-mnist")
+
+
+def test_a_local_recipes_folder_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "demo.yaml").write_text("train:\n  epochs: 7\n")
+    assert load_recipe("demo").train.epochs == 7
 
 
 def test_bad_set_syntax():

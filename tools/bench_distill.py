@@ -70,20 +70,19 @@ def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: li
 
 
 def side_by_side_latency(teacher_dir: Path, student_dir: Path, seq_len: int, rounds: int = 5,
-                         repeats: int = 20) -> dict[str, float]:
+                         min_time_s: float = 10.0) -> dict[str, float]:
     """Batch-1 latency of teacher and student, alternated ``rounds`` times so machine noise hits both alike."""
-    from shrink.bench import example_inputs, measure_latency
+    from shrink.bench import example_inputs
     from shrink.models import load_model
+    from shrink.timing import time_interleaved
 
     models = {"teacher": load_model(teacher_dir).eval(), "student": load_model(student_dir).eval()}
     inputs = example_inputs(models["teacher"], 1, seq_len=seq_len)
-    times: dict[str, list[float]] = {"teacher": [], "student": []}
-    for _ in range(rounds):
-        for name, model in models.items():
-            timing = measure_latency(lambda: model(**inputs), warmup=3, repeats=repeats, budget_s=None)
-            times[name].append(timing["median_ms"])
-    teacher_ms, student_ms = statistics.median(times["teacher"]), statistics.median(times["student"])
-    return {"teacher_ms": teacher_ms, "student_ms": student_ms, "ratio": teacher_ms / student_ms}
+    stats = time_interleaved({name: lambda model=model: model(**inputs) for name, model in models.items()},
+                             min_time_s=min_time_s, rounds=rounds)
+    teacher_ms, student_ms = stats["teacher"]["median_ms"], stats["student"]["median_ms"]
+    return {"teacher_ms": teacher_ms, "student_ms": student_ms, "ratio": teacher_ms / student_ms,
+            "noisy": stats["teacher"]["noisy"] or stats["student"]["noisy"]}
 
 
 def summarise(teacher: dict[str, Any], rows: list[dict[str, Any]], latency: dict[str, float]) -> list[dict[str, Any]]:

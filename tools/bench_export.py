@@ -3,8 +3,8 @@
 A TinyBERT-shaped classifier (4 layers, hidden 312, FFN 1200, 12 heads) and a BERT-base-shaped one, at
 random init (weights do not change latency), are exported with ``shrink.export`` (parity-checked) and
 quantized with ``shrink.quantize``; each runtime is timed at every batch size at sequence length 128. The
-runtimes are timed in alternation for ``--rounds`` rounds so machine noise hits all alike; the median of
-the per-round medians is reported, with the speed-up ratios. Goals: ORT fp32 >= 3x eager at batch 1,
+runtimes are timed in alternation for ``--rounds`` rounds so machine noise hits all alike; the median over
+all timed blocks is reported, with the speed-up ratios. Goals: ORT fp32 >= 3x eager at batch 1,
 int8 >= 1.5x ORT fp32. ``--sst2 RUN`` also exports a trained SST-2 run and reports the dev accuracy of
 fp32 and int8 ONNX models.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,11 +24,12 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-from shrink.bench import count_parameters, example_inputs, latency_by_batch
+from shrink.bench import compare_latency, count_parameters, example_inputs
 from shrink.deploy_cli import export_source, parse_batch_sizes
 from shrink.errors import cli_entry
-from shrink.export import OnnxModel, export_onnx
+from shrink.export import export_onnx
 from shrink.models.hf import TINYBERT4_SHAPE
+from shrink.onnx_runtime import OnnxModel
 from shrink.quantize import quantize_int8
 from shrink.report import print_table
 from shrink.runs import atomic_write_json
@@ -45,18 +45,12 @@ def random_bert(shape: dict[str, int], seed: int = 0) -> BertForSequenceClassifi
 
 
 def time_runtimes(models: dict[str, torch.nn.Module], batch_sizes: Sequence[int], seq_len: int, rounds: int,
-                  repeats: int, budget_s: float) -> dict[str, dict[str, float]]:
-    """Median (over rounds) of each runtime's median latency per batch size, in ms; runtimes alternate."""
+                  min_time_s: float) -> dict[str, dict[str, float]]:
+    """Median latency of each runtime per batch size, in ms; runtimes alternate (shrink.bench.compare_latency)."""
     reference = models[RUNTIMES[0]]
-    per_round: dict[str, dict[str, list[float]]] = {name: {str(b): [] for b in batch_sizes} for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            timings = latency_by_batch(model, lambda b: example_inputs(reference, b, seq_len=seq_len), batch_sizes,
-                                       warmup=1, repeats=repeats, budget_s=budget_s)
-            for size, result in timings.items():
-                per_round[name][size].append(result["median_ms"])
-    return {name: {size: statistics.median(values) for size, values in sizes.items()}
-            for name, sizes in per_round.items()}
+    latency = compare_latency({name: (model, lambda b: example_inputs(reference, b, seq_len=seq_len))
+                               for name, model in models.items()}, batch_sizes, min_time_s=min_time_s, rounds=rounds)
+    return {name: {size: stats["median_ms"] for size, stats in sizes.items()} for name, sizes in latency.items()}
 
 
 def bench_shape(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +60,7 @@ def bench_shape(name: str, workdir: Path, args: argparse.Namespace) -> dict[str,
     exported = export_onnx(model, path, example_batch=example_inputs(model, 2, seq_len=16), atol=args.atol)
     quantized = quantize_int8(path, method="dynamic")
     models = {RUNTIMES[0]: model, RUNTIMES[1]: OnnxModel(path), RUNTIMES[2]: OnnxModel(quantized.path)}
-    latency = time_runtimes(models, args.batch_sizes, args.seq_len, args.rounds, args.repeats, args.budget)
+    latency = time_runtimes(models, args.batch_sizes, args.seq_len, args.rounds, args.min_time)
     eager, fp32, int8 = (latency[runtime] for runtime in RUNTIMES)
     return {
         "model": name, "params": count_parameters(model),
@@ -97,10 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default="tinybert,bert-base", help=f"comma-separated: {', '.join(SHAPES)}")
     parser.add_argument("--batch-sizes", default="1,32", type=parse_batch_sizes)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating timing rounds; the median over rounds survives one disturbed round")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per runtime, batch size and round")
-    parser.add_argument("--budget", type=float, default=20.0, help="seconds of timing per measurement at most")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--min-time", type=float, default=6.0, help="seconds of timing per runtime and batch size")
     parser.add_argument("--atol", type=float, default=1e-4, help="export parity tolerance")
     parser.add_argument("--sst2", help="run directory of a trained SST-2 classifier: report fp32 vs int8 dev accuracy")
     parser.add_argument("--json", help="also write the results here")

@@ -62,11 +62,13 @@ from prune.config import PruneRecipe
 from prune.metanet import MetaNetwork
 from prune.metatrain import DataModel, meta_step
 from prune.pruner import protected_modules, prune_model
-from shrink.bench import count_macs, count_parameters, image_shape_of, measure_onnx, zero_image
+from shrink.bench import (compare_latency, count_macs, count_parameters, example_inputs, image_shape_of,
+                          zero_image)
 from shrink.deploy_cli import export_source
 from shrink.export import export_onnx
 from shrink.experiment import fit, prepare_experiment
 from shrink.models import build_model, load_model, save_model
+from shrink.onnx_runtime import OnnxModel
 from shrink.recipe import build_recipe
 from shrink.report import print_table
 from shrink.runs import RunDir, atomic_write_json
@@ -232,14 +234,11 @@ def uniform_reference(dense: Path, out: Path, target: float, round_to: int | Non
 
 def onnx_latency(models: dict[str, Path], image_shape: tuple[int, ...], rounds: int) -> dict[str, dict[str, float]]:
     """Median ONNX Runtime latency (ms) per model and batch size, rounds alternating between the models."""
-    samples: dict[str, dict[str, list[float]]] = {name: {str(b): [] for b in LATENCY_BATCHES} for name in models}
-    for _ in range(rounds):
-        for name, path in models.items():
-            figures = measure_onnx(path, batch_sizes=LATENCY_BATCHES, image_shape=image_shape, repeats=100)
-            for batch, entry in figures["latency"].items():
-                samples[name][batch].append(entry["median_ms"])
-    return {name: {batch: statistics.median(values) for batch, values in by_batch.items()}
-            for name, by_batch in samples.items()}
+    sessions = {name: OnnxModel(path) for name, path in models.items()}
+    latency = compare_latency({name: (model, lambda b, m=model: example_inputs(m, b, image_shape=image_shape))
+                               for name, model in sessions.items()}, LATENCY_BATCHES, min_time_s=2.0 * rounds,
+                              rounds=rounds)
+    return {name: {batch: stats["median_ms"] for batch, stats in by_batch.items()} for name, by_batch in latency.items()}
 
 
 def spread(values: list[float]) -> str:

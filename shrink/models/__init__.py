@@ -8,7 +8,8 @@ Usage::
 """
 from shrink.models import resnet_cifar, vgg, vit  # noqa: F401  (registers the vision models)
 from shrink.models.create import create_model, model_names
-from shrink.models.hf import HF_ALIASES, HF_PRESETS, load_hf_classifier, load_tokenizer, resolve_hf_source
+from shrink.models.hf import (HF_ALIASES, HF_PRESETS, load_hf_classifier, load_tokenizer, name_labels,
+                              resolve_hf_source)
 from shrink.models.io import architecture_spec, load_model, read_spec, save_model
 from shrink.models.registry import MODELS, build_model
 
@@ -23,6 +24,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "model_names",
+    "name_labels",
     "read_spec",
     "resolve_hf_source",
     "save_model",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import safetensors
 from transformers import (
@@ -135,6 +135,21 @@ def load_hf_classifier(
             f"cannot load the weights of '{name_or_dir}': {error_line(err)}; pass a local directory"
         ) from None
     return model, _source_tokenizer(source, tokenizer_fallback, name_or_dir)
+
+
+def name_labels(model: Any, label_names: Sequence[Any] | None) -> None:
+    """Write a task's label names into a Hugging Face classifier's config (``id2label`` / ``label2id``).
+
+    Saved with the model, they let ``pipeline("text-classification", model=folder)`` answer "positive"
+    instead of LABEL_1. Models without a Hugging Face config, or with another number of outputs
+    (regressors), are left as they are.
+    Usage: ``name_labels(model, task.label_names)``
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, PretrainedConfig) or not label_names or len(label_names) != config.num_labels:
+        return
+    config.id2label = {index: str(name) for index, name in enumerate(label_names)}
+    config.label2id = {str(name): index for index, name in enumerate(label_names)}
 
 
 def _check_head(config: PretrainedConfig, num_labels: int, name: str) -> None:
