@@ -349,7 +349,12 @@ def distill(recipe: DistillRecipe, resume: bool = False, overwrite: bool = False
     Usage: ``distill(load_recipe("demo", DistillRecipe), overwrite=True).metrics["student_dev"]``
     """
     plan = plan_distillation(recipe)
-    run = open_distill_run(recipe, resume, overwrite)
+    with open_distill_run(recipe, resume, overwrite) as run:
+        return _distill_in(plan, run, resume)
+
+
+def _distill_in(plan: DistillPlan, run: RunDir, resume: bool) -> DistillResult:
+    recipe = plan.recipe
     phases = {}
     for index, member in enumerate(plan.members):
         if not member.trained:

@@ -266,12 +266,16 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
             load_metanet(recipe.prune.metanet)
         elif recipe.prune.meta.collection:
             given_collection(recipe.prune.meta.collection, recipe.prune.meta.held_out)
-    run = open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite)
-    if only_metanet:
-        metanet_for(recipe, experiment, run)
-        metrics = {"command": "prune metatrain", "metanet": str(run / "metanet")}
-        run.finish(metrics, f"# prune metatrain\n\nMetanetwork: `{run / 'metanet'}`\n")
-        return metrics
+    with open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite) as run:
+        if only_metanet:
+            metanet_for(recipe, experiment, run)
+            metrics = {"command": "prune metatrain", "metanet": str(run / "metanet")}
+            run.finish(metrics, f"# prune metatrain\n\nMetanetwork: `{run / 'metanet'}`\n")
+            return metrics
+        return _prune_in(recipe, experiment, run, uses_metanet)
+
+
+def _prune_in(recipe: PruneRecipe, experiment: Experiment, run: RunDir, uses_metanet: bool) -> dict[str, Any]:
     if recipe.prune.base_model:
         base = experiment.model.eval()
     else:
