@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from shrink.errors import UserError
 from shrink.recipe import DataSection, Recipe, build_recipe, read_yaml
-from shrink.runs import atomic_write_bytes, atomic_write_json
+from shrink.runs import atomic_write_bytes, atomic_write_json, refuse_unfinished
 
 RECIPE_FILE, MODEL_DIR, EXPORT_FILE = "recipe.yaml", "model", "export.json"
 MODEL_MARKERS = ("architecture.json", "config.json")
@@ -53,6 +53,7 @@ def resolve_source(path: str | Path) -> Source:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory, a saved model folder or an .onnx file")
+    refuse_unfinished(path)
     if path.is_file():
         if path.suffix != ".onnx":
             raise UserError(f"{path} is not an .onnx file; pass a run directory, a saved model folder or an .onnx file")

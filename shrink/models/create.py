@@ -21,6 +21,7 @@ from shrink.models.hf import HF_ALIASES, HF_PRESETS, TokenizerSource, is_hf_name
 from shrink.models.io import load_model, local_dir, read_spec, saved_kind
 from shrink.models.registry import MODELS, build_model
 from shrink.registry import Registry
+from shrink.runs import refuse_unfinished
 
 
 def create_model(
@@ -43,6 +44,8 @@ def create_model(
         return vision, None
     # Known HF names win over a same-named folder in the working directory (write ./name for the folder).
     directory = None if is_hf_name(name) else local_dir(name)
+    if directory is not None:
+        refuse_unfinished(directory)
     if directory is not None and saved_kind(directory) == "torch":
         saved_classes = read_spec(directory)["kwargs"].get("num_classes")
         if saved_classes not in (None, num_classes):
