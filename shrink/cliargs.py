@@ -93,5 +93,9 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=0.001), got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {key.strip()}: '{value}' is not a plain YAML value ({str(err).splitlines()[0]}); "
+                            "quote text, write lists as [a, b]") from None
     return overrides
