@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
-from shrink.models import create_model, save_model
+from shrink.models import create_model, model_modality, save_model
 from shrink.errors import UserError
 from shrink.recipe import Recipe, read_yaml, save_recipe
 from shrink.report import publish
@@ -63,11 +63,15 @@ class Experiment:
 def load_task(recipe: Recipe) -> TaskData:
     """The recipe's dataset. Usage: ``load_task(recipe).dev``."""
     data = recipe.data
-    return load_task_data(
+    task = load_task_data(
         data.dataset, data.data_dir, text_column=data.text_column, text_pair_column=data.text_pair_column,
         label_column=data.label_column, max_train_samples=data.max_train_samples,
         max_eval_samples=data.max_eval_samples, seed=recipe.train.seed, augment=data.augment,
     )
+    for split in ("train", "dev"):
+        if len(getattr(task, split)) == 0:  # nothing to learn from or to measure: no result would mean anything
+            raise UserError(f"the {split} split of {task.name} has no examples; give it data rows")
+    return task
 
 
 def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
@@ -75,6 +79,10 @@ def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **a
 
     Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
     """
+    kind = model_modality(name)
+    if kind is not None and kind != task.modality:
+        raise UserError(f"'{name}' is {'an image' if kind == 'image' else 'a text'} model but {task.name} is "
+                        f"{task.modality} data; pick a model for {task.modality} data (see `shrink models`) or {kind} data")
     image = task.image_shape or DEFAULT_IMAGE_SHAPE
     return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
                         is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
