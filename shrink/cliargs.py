@@ -99,3 +99,14 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(f"--set {key.strip()}: '{value}' is not a plain YAML value ({str(err).splitlines()[0]}); "
                             "quote text, write lists as [a, b]") from None
     return overrides
+
+
+def require_positive(args: argparse.Namespace, *names: str) -> None:
+    """UserError for the first flag among ``names`` given a value below 1 (unset flags pass).
+
+    Usage: ``require_positive(args, "batch_size", "repeats")``
+    """
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")

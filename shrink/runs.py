@@ -135,13 +135,13 @@ class RunDir:
 
     def _open(self, resume: bool, overwrite: bool) -> None:
         path = self.path
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise UserError(f"cannot create the run directory {path}: {blocker} is a file; pass another --out")
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {path} is a file, not a run directory; pass another --out")
+        check_output_path(path, "--out")
         if _has_content(path):
             if not is_run_dir(path):
-                raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER} or "
-                                "metrics.json) and is not empty; refusing to write into it: pass a new or empty --out")
+                raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER}, metrics.json "
+                                f"or {LOCK_FILE}) and is not empty; refusing to write into it: pass a new or empty --out")
             if resume and self.is_complete():
                 raise UserError(f"run {path} is already complete; nothing to resume")
             if not (resume or overwrite):
@@ -233,12 +233,13 @@ class RunDir:
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """True for a folder a shrink command wrote: its recipe with a RUNNING marker or metrics.json.
+    """True for a folder a shrink command wrote: its recipe with a RUNNING marker, metrics.json or the lock file.
 
     Usage: ``is_run_dir("runs/r20")``
     """
     path = Path(path)
-    return (path / RECIPE_FILE).is_file() and any((path / name).exists() for name in (RUNNING_MARKER, "metrics.json"))
+    markers = (RUNNING_MARKER, "metrics.json", LOCK_FILE)
+    return (path / RECIPE_FILE).is_file() and any((path / name).exists() for name in markers)
 
 
 def refuse_unfinished(path: str | os.PathLike) -> None:
@@ -256,6 +257,19 @@ def refuse_unfinished(path: str | os.PathLike) -> None:
         return
     raise UserError(f"run {run} has not finished (it is running or was interrupted: {RUNNING_MARKER} marker); "
                     f"finish it with --resume, or pass {run / 'best'} to use its best model so far")
+
+
+def check_output_path(path: str | os.PathLike, flag: str) -> Path:
+    """UserError unless ``path`` can be created: no folder above it is a plain file, and the nearest existing
+    one is writable. Checked before any work, so a bad output path costs nothing. Usage: ``check_output_path(p, "--json")``
+    """
+    path = Path(path)
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pass a path in a folder you can write")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable; pass a path in a folder you can write")
+    return path
 
 
 def _has_content(path: Path, ignore: tuple[str, ...] = (LOCK_FILE,)) -> bool:
