@@ -41,7 +41,8 @@ def test_metanet_pipeline_writes_a_complete_run(metanet_run):
 
 def test_resume_reuses_every_finished_stage(metanet_run, capsys):
     (metanet_run / "metrics.json").unlink()
-    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--out", str(metanet_run), "--resume"])
+    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--kd-weight", "0.5", "--export-onnx",
+                        "--out", str(metanet_run), "--resume"])  # the same settings: resume refuses changes
     out = capsys.readouterr().out
     for stage in ("base", "light", "transformed", "model"):
         assert f"{stage}: reusing the saved model" in out or f"{stage}: reusing the saved pruned model" in out
