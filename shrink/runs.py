@@ -138,6 +138,7 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} is a file, not a run directory; pass another --out")
         check_output_path(path, "--out")
+        self._recover_replaced()
         if _has_content(path):
             if not is_run_dir(path):
                 raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER}, metrics.json "
@@ -160,15 +161,36 @@ class RunDir:
             self._fresh = True
         atomic_write_text(path / RUNNING_MARKER, f"pid {os.getpid()}\n")
 
+    @property
+    def _aside(self) -> Path:
+        return self.path.parent / f".{self.path.name}.replaced"
+
     def _set_aside(self, lock: RunLock) -> None:
         """Move the run being replaced next to its place (still locked) and start an empty, locked folder."""
-        aside = self.path.parent / f".{self.path.name}.replaced"
-        shutil.rmtree(aside, ignore_errors=True)  # left by a replacement that was killed: this run is newer
+        aside = self._aside
         os.replace(self.path, aside)
         self._previous = (aside, lock)
         self.path.mkdir()
         self._lock = RunLock.acquire(self.path)
         self._fresh = True
+
+    def _recover_replaced(self) -> None:
+        """A replacement killed before it finished left the old run aside (unlocked once it died): the old
+        run comes back when the new one saved nothing; otherwise the new one stands and the old is dropped."""
+        if not self._aside.is_dir():
+            return
+        try:
+            lock = RunLock.acquire(self._aside)
+        except UserError:  # the replacing process is alive: not ours to touch
+            return
+        try:
+            if _has_content(self.path, ignore=STUB_FILES):
+                shutil.rmtree(self._aside)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+                os.replace(self._aside, self.path)
+        finally:
+            lock.release()
 
     def __enter__(self) -> "RunDir":
         return self

@@ -164,3 +164,22 @@ def test_resume_refuses_changed_settings_and_names_them(finished_run, tmp_path, 
     assert status == 2 and "model.name" in err and "corrupt" not in err
     assert exit_status(TINY + ["--out", str(run), "--resume"], capsys)[0] == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2
+
+
+KILLED_REPLACEMENT = """
+import os, signal, sys
+from shrink.runs import RunDir
+RunDir.create(sys.argv[1], overwrite=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_replacement_killed_before_any_work_gives_the_old_run_back(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    killed = subprocess.run([sys.executable, "-c", KILLED_REPLACEMENT, str(run)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -9 and (tmp_path / ".run.replaced").is_dir()
+    with pytest.raises(UserError, match="already complete"):
+        RunDir.create(run, resume=True)
+    assert snapshot(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
