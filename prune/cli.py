@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,12 +32,12 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import example_input, given_collection, light_prune, train_metanet
-from prune.pruner import PruneResult, finetune, prune_model
+from prune.pruner import PruneResult, checkpointed_fit, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
-from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
+from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
 from shrink.report import publish
@@ -44,6 +45,8 @@ from shrink.runs import RunDir, atomic_write_json
 from shrink.train import evaluate_model, forward_logits, supervised_loss
 
 PRUNE_INFO = "prune.json"
+# Checkpoints of the training phases in progress (base, light, transformed, finetune), for --resume.
+PHASES_DIR = "phases"
 PLOT_FILE = "accuracy_vs_speedup.png"
 
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
@@ -104,9 +107,12 @@ def cached(folder: Path, make: Callable[[], nn.Module], log: Callable[[str], Non
     return model.eval()
 
 
-def trained_model(experiment: Experiment) -> nn.Module:
-    """Train the experiment's model with ``train:`` (last epoch kept). Usage: ``trained_model(experiment)``."""
-    fit(experiment, None)
+def trained_model(experiment: Experiment, checkpoints: Path) -> nn.Module:
+    """Train the experiment's model with ``train:`` (last epoch kept), checkpointed into ``checkpoints``.
+
+    Usage: ``trained_model(experiment, run / PHASES_DIR / "base")``
+    """
+    checkpointed_fit(experiment, checkpoints)
     return experiment.model
 
 
@@ -122,11 +128,13 @@ def metanet_for(recipe: PruneRecipe, experiment: Experiment, run: RunDir) -> Met
 def transformed_start(recipe: PruneRecipe, experiment: Experiment, run: RunDir, base: nn.Module) -> nn.Module:
     """Spec steps 4-6: light prune + finetune, one metanetwork forward, finetune."""
     metanet = metanet_for(recipe, experiment, run)
-    light = cached(run / "light", lambda: light_prune(experiment, copy.deepcopy(base), recipe))
+    light = cached(run / "light", lambda: light_prune(experiment, copy.deepcopy(base), recipe,
+                                                      checkpoints=run / PHASES_DIR / "light"))
 
     def transform() -> nn.Module:
         moved = apply_metanet(metanet, light, example_input(experiment))
-        finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train))
+        finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train),
+                 checkpoints=run / PHASES_DIR / "transformed")
         return moved
 
     return cached(run / "transformed", transform)
@@ -160,8 +168,9 @@ def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[
 
 
 def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Module, base: nn.Module,
-                       base_counts: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
-    """Prune a copy of ``start`` to the target (relative to the base) and finetune it; the pruning record."""
+                       base_counts: tuple[int, int], checkpoints: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune a copy of ``start`` to the target (relative to the base) and finetune it (checkpointed into
+    ``checkpoints`` when given); the pruning record."""
     section = recipe.prune
     pruned = copy.deepcopy(start)
     target = section.target()
@@ -174,7 +183,7 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
-                       kd_weight=section.kd_weight, temperature=section.kd_temperature)
+                       kd_weight=section.kd_weight, temperature=section.kd_temperature, checkpoints=checkpoints)
     return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
 
 
@@ -184,9 +193,10 @@ def pruned_model(recipe: PruneRecipe, experiment: Experiment, run: RunDir, start
     if (run / "model").is_dir() and (run / PRUNE_INFO).exists():
         print("model: reusing the saved pruned model")
         return load_model(run / "model").eval(), json.loads((run / PRUNE_INFO).read_text())
-    model, info = prune_and_finetune(recipe, experiment, start, base, base_counts)
+    model, info = prune_and_finetune(recipe, experiment, start, base, base_counts, run / PHASES_DIR / "finetune")
     save_model(model, run / "model")
     atomic_write_json(run / PRUNE_INFO, info)
+    shutil.rmtree(run / PHASES_DIR, ignore_errors=True)  # every phase is saved as a model now
     return model.eval(), info
 
 
@@ -279,7 +289,7 @@ def _prune_in(recipe: PruneRecipe, experiment: Experiment, run: RunDir, uses_met
     if recipe.prune.base_model:
         base = experiment.model.eval()
     else:
-        base = cached(run / "base", lambda: trained_model(experiment))
+        base = cached(run / "base", lambda: trained_model(experiment, run / PHASES_DIR / "base"))
     base_counts = (count_macs(base, example_input(experiment)), count_parameters(base))
     start = transformed_start(recipe, experiment, run, base) if uses_metanet else base
     pruned, info = pruned_model(recipe, experiment, run, start, base, base_counts)

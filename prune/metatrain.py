@@ -280,14 +280,16 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
 
 
 # ------------------------------------------------------------------------------------- the collection
-def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    """Prune ``model`` lightly (``prune.meta.light_speedup``, group-L2) and finetune it: the state of every
-    data model and of the target before the metanetwork. Usage: ``light_prune(experiment, model, recipe)``
+def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe, checkpoints: Path | None = None
+                ) -> nn.Module:
+    """Prune ``model`` lightly (``prune.meta.light_speedup``, group-L2) and finetune it (checkpointed into
+    ``checkpoints`` when given): the state of every data model and of the target before the metanetwork.
+    Usage: ``light_prune(experiment, model, recipe)``
     """
     meta = recipe.prune.meta
     prune_model(model, example_input(experiment), speedup=meta.light_speedup, protect=recipe.prune.protect,
                 iterative_steps=recipe.prune.iterative_steps, round_to=recipe.prune.round_to)
-    finetune(experiment, model, meta.light_finetune.apply(recipe.train))
+    finetune(experiment, model, meta.light_finetune.apply(recipe.train), checkpoints=checkpoints)
     return model
 
 
