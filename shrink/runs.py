@@ -219,6 +219,7 @@ class RunDir:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        self._fresh = False  # closed: a later failure (after finish) must not remove the finished run
 
     def _has_work(self) -> bool:
         return _has_content(self.path, ignore=STUB_FILES)
