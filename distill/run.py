@@ -61,6 +61,7 @@ from shrink.experiment import Experiment, default_output_dir, fit, load_task, mo
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
+from shrink.runlock import is_locked
 from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
 from shrink.train import evaluate_model, make_accelerator, process_state
 
@@ -313,7 +314,9 @@ def keeping_teachers(path: Path, overwrite: bool) -> Iterator[None]:
 
     Usage: ``with keeping_teachers(Path("runs/x"), overwrite=True): RunDir.create("runs/x", overwrite=True)``
     """
-    kept = sorted(p for p in path.glob("teacher*") if p.is_dir()) if overwrite and path.is_dir() else []
+    # a live run (locked by its process) is refused by RunDir.create: its teachers stay where they are
+    movable = overwrite and path.is_dir() and not is_locked(path)
+    kept = sorted(p for p in path.glob("teacher*") if p.is_dir()) if movable else []
     parked = [path.parent / f".{path.name}.{folder.name}.kept" for folder in kept]
     for folder, park in zip(kept, parked):
         shutil.rmtree(park, ignore_errors=True)
