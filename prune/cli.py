@@ -5,7 +5,9 @@ first unless ``--base-model`` is given); for ``--method metanet`` the metanetwor
 into ``RUN/metanet`` from ``RUN/collection``), the lightly pruned target (``RUN/light``) and its transformed,
 finetuned version (``RUN/transformed``); then pruning to the target with the named criterion, finetuning
 (optionally with KD from the base model) into ``RUN/model``, the measurements, ``metrics.json``,
-``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``.
+``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``. Each training phase
+(the base, the data models, the finetunes) checkpoints into ``RUN/phases/`` while it runs, so ``--resume``
+continues it mid-way; the folder goes once the pruned model is saved. Meta-training resumes per stage only.
 ``prune metatrain`` runs only the metanetwork stage.
 
 Usage::
@@ -32,7 +34,7 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import example_input, given_collection, light_prune, train_metanet
-from prune.pruner import PruneResult, checkpointed_fit, finetune, prune_model
+from prune.pruner import PHASES_DIR, PruneResult, checkpointed_fit, finetune, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
@@ -45,8 +47,6 @@ from shrink.runs import RunDir, atomic_write_json
 from shrink.train import evaluate_model, forward_logits, supervised_loss
 
 PRUNE_INFO = "prune.json"
-# Checkpoints of the training phases in progress (base, light, transformed, finetune), for --resume.
-PHASES_DIR = "phases"
 PLOT_FILE = "accuracy_vs_speedup.png"
 
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS

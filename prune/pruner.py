@@ -194,6 +194,10 @@ def kd_step(teacher: nn.Module, weight: float, temperature: float) -> Step:
     return step
 
 
+# Checkpoints of the training phases in progress (base, data models, finetunes) inside a run, for --resume.
+PHASES_DIR = "phases"
+
+
 def finetune(experiment: Experiment, model: nn.Module, train: TrainConfig, teacher: nn.Module | None = None,
              kd_weight: float = 0.0, temperature: float = 4.0, checkpoints: Path | None = None) -> TrainResult:
     """Train ``model`` (in place) on the experiment's task with the core engine and ``train`` settings, with KD
