@@ -34,7 +34,7 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import example_input, given_collection, light_prune, train_metanet
-from prune.pruner import PHASES_DIR, PruneResult, checkpointed_fit, finetune, prune_model
+from prune.pruner import PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
@@ -270,6 +270,8 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
     """
     uses_metanet = only_metanet or CRITERIA.get(recipe.prune.method).uses_metanet
     experiment = prepare_experiment(recipe, model_name=recipe.prune.base_model)
+    # a --protect layer the model lacks is refused now, not after the base model has trained
+    protected_modules(experiment.model, recipe.prune.protect, example_input(experiment))
     if uses_metanet:  # refuse a network the graph cannot read, or a bad metanetwork folder, before any work
         network_to_graph(experiment.model, example_input(experiment))
         if recipe.prune.metanet:

@@ -54,6 +54,8 @@ CASES = [
     (["prune", *IMAGE, "--base-model", "{data}/unfinished/model", "--speedup", "1.5", "--out", "{out}"], 2,
      "has not finished"),
     (["prune", *IMAGE, "--protect", "no.such.layer", "--speedup", "1.5", "--out", "{out}"], 2, "no.such.layer"),
+    (["prune", *IMAGE, "--base-model", "{run}/model", "--protect", "conv9", "--speedup", "1.5", "--out", "{out}"],
+     2, "conv9"),
     (["prune", *IMAGE, "--speedup", "1000", "--out", "{out}"], 2, "1000"),
 ]
 
