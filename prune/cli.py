@@ -168,7 +168,8 @@ def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[
 
 
 def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Module, base: nn.Module,
-                       base_counts: tuple[int, int], checkpoints: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                       base_counts: tuple[int, int], checkpoints: Path | None = None
+                       ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``start`` to the target (relative to the base) and finetune it (checkpointed into
     ``checkpoints`` when given); the pruning record."""
     section = recipe.prune

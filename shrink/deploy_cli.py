@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from shrink.cliargs import require_positive
 from shrink.errors import UserError
 from shrink.recipe import DataSection, Recipe, build_recipe, read_yaml
-from shrink.cliargs import require_positive
 from shrink.runs import atomic_write_bytes, atomic_write_json, check_output_path, refuse_unfinished
 
 RECIPE_FILE, MODEL_DIR, EXPORT_FILE = "recipe.yaml", "model", "export.json"

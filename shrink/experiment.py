@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_model, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
-from shrink.models import create_model, model_modality, save_model
 from shrink.errors import UserError
+from shrink.models import create_model, model_modality, save_model
 from shrink.recipe import Recipe, read_yaml, save_recipe
 from shrink.report import publish
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir
@@ -82,7 +82,8 @@ def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **a
     kind = model_modality(name)
     if kind is not None and kind != task.modality:
         raise UserError(f"'{name}' is {'an image' if kind == 'image' else 'a text'} model but {task.name} is "
-                        f"{task.modality} data; pick a model for {task.modality} data (see `shrink models`) or {kind} data")
+                        f"{task.modality} data; pick a model for {task.modality} data (see `shrink models`) "
+                        f"or {kind} data")
     image = task.image_shape or DEFAULT_IMAGE_SHAPE
     return create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
                         is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)

@@ -200,7 +200,8 @@ def export_onnx(
     inputs = {name: value.to(device) for name, value in model_inputs(example_batch).items()}
     opset = opset or default_opset()
     if not MIN_OPSET <= opset <= default_opset():
-        raise UserError(f"--opset {opset} is not supported: pass one from {MIN_OPSET} to {default_opset()}, or leave it out")
+        raise UserError(f"--opset {opset} is not supported: pass one from {MIN_OPSET} to {default_opset()}, "
+                        "or leave it out")
     was_training = model.training
     model.eval()
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ class Section(BaseModel):
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads `true` as 1 for an int; in a recipe that is a typo, not a number
-        if isinstance(value, bool) and info.field_name and not _takes_bool(cls.model_fields[info.field_name].annotation):
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
             raise ValueError(f"expected a number or text, got the boolean {str(value).lower()}")
         return value
 

@@ -141,8 +141,9 @@ class RunDir:
         self._recover_replaced()
         if _has_content(path):
             if not is_run_dir(path):
-                raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER}, metrics.json "
-                                f"or {LOCK_FILE}) and is not empty; refusing to write into it: pass a new or empty --out")
+                raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER}, "
+                                f"metrics.json or {LOCK_FILE}) and is not empty; refusing to write into it: "
+                                "pass a new or empty --out")
             if resume and self.is_complete():
                 raise UserError(f"run {path} is already complete; nothing to resume")
             if not (resume or overwrite):
@@ -284,7 +285,9 @@ def refuse_unfinished(path: str | os.PathLike) -> None:
 
 def check_output_path(path: str | os.PathLike, flag: str) -> Path:
     """UserError unless ``path`` can be created: no folder above it is a plain file, and the nearest existing
-    one is writable. Checked before any work, so a bad output path costs nothing. Usage: ``check_output_path(p, "--json")``
+    one is writable. Checked before any work, so a bad output path costs nothing.
+
+    Usage: ``check_output_path("out/bench.json", "--json")``
     """
     path = Path(path)
     existing = next(parent for parent in path.absolute().parents if parent.exists())
