@@ -172,8 +172,8 @@ class RunDir:
         os.replace(self.path, aside)
         self._previous = (aside, lock)
         self.path.mkdir()
+        self._fresh = True  # ours from here: a failure below removes it and brings the old run back
         self._lock = RunLock.acquire(self.path)
-        self._fresh = True
 
     def _recover_replaced(self) -> None:
         """A replacement killed before it finished left the old run aside (unlocked once it died): the old
@@ -206,15 +206,15 @@ class RunDir:
         ``--resume``) when it saved any work. A removed run's replaced predecessor is restored.
         Usage: ``run.close(failed=True, bad_input=True)``
         """
-        remove = failed and self._fresh and (bad_input or not self._has_work())
-        if remove:
+        discard = failed and (bad_input or not self._has_work())  # the new run holds nothing worth keeping
+        if discard and self._fresh:
             shutil.rmtree(self.path, ignore_errors=True)
         if self._previous is not None:
             aside, lock = self._previous
-            if remove:
-                os.replace(aside, self.path)
-            else:
+            if not discard:
                 shutil.rmtree(aside, ignore_errors=True)
+            elif not self.path.exists():  # else someone else's folder took the place: the old run waits aside
+                os.replace(aside, self.path)
             lock.release()
             self._previous = None
         if self._lock is not None:

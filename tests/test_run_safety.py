@@ -188,3 +188,19 @@ def test_a_replacement_killed_before_any_work_gives_the_old_run_back(finished_ru
     with pytest.raises(UserError, match="already complete"):
         RunDir.create(run, resume=True)
     assert snapshot(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_overwrite_that_cannot_start_the_new_folder_keeps_the_old_run(finished_run, tmp_path, monkeypatch):
+    from shrink import runs
+
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+
+    def refuse(folder):
+        raise UserError(f"{folder} is in use")
+
+    monkeypatch.setattr(runs.RunLock, "acquire", lambda folder, real=runs.RunLock.acquire: (
+        refuse(folder) if not (folder / "recipe.yaml").exists() else real(folder)))
+    with pytest.raises(UserError, match="in use"):
+        RunDir.create(run, overwrite=True)
+    assert snapshot(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
