@@ -51,20 +51,3 @@ class RunLock:
             os.close(self._fd)  # closing the only descriptor releases the flock
             self._fd = -1
 
-
-def is_locked(folder: Path) -> bool:
-    """True while some process holds ``folder``'s lock: a probe, for moves that must not touch a live run.
-
-    Usage: ``if not is_locked(Path("runs/x")): ...``
-    """
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False

@@ -32,6 +32,7 @@ from shrink.runlock import LOCK_FILE, RunLock
 
 RUNNING_MARKER = "RUNNING"
 RECIPE_FILE = "recipe.yaml"
+FINAL_MODEL = "model"
 # What a run holds before it has done any work: a failed start that left only these saved nothing.
 STUB_FILES = (LOCK_FILE, RUNNING_MARKER, RECIPE_FILE)
 
@@ -175,6 +176,11 @@ class RunDir:
         self._fresh = True  # ours from here: a failure below removes it and brings the old run back
         self._lock = RunLock.acquire(self.path)
 
+    @property
+    def replaced(self) -> Path | None:
+        """Where the run that ``overwrite`` replaces waits until this one is kept (None when there is none)."""
+        return self._previous[0] if self._previous is not None else None
+
     def _recover_replaced(self) -> None:
         """A replacement killed before it finished left the old run aside (unlocked once it died): the old
         run comes back when the new one saved nothing; otherwise the new one stands and the old is dropped."""
@@ -202,11 +208,13 @@ class RunDir:
     def close(self, failed: bool = False, bad_input: bool = False) -> None:
         """Release the lock; after a failure, remove a new run that has nothing worth keeping.
 
-        A new run refused for bad input is removed whole; one that failed otherwise is kept (for
-        ``--resume``) when it saved any work. A removed run's replaced predecessor is restored.
+        A new run refused for bad input is removed whole unless it saved its final model; one that failed
+        otherwise is kept (for ``--resume``) when it saved any work. A removed run's replaced predecessor
+        is restored.
         Usage: ``run.close(failed=True, bad_input=True)``
         """
-        discard = failed and (bad_input or not self._has_work())  # the new run holds nothing worth keeping
+        # a final model is always kept (a late refusal, such as an ONNX parity check, costs no training)
+        discard = failed and not (self.path / FINAL_MODEL).is_dir() and (bad_input or not self._has_work())
         if discard and self._fresh:
             shutil.rmtree(self.path, ignore_errors=True)
         if self._previous is not None:
