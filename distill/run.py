@@ -27,10 +27,10 @@ import json
 import os
 import re
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -63,6 +63,7 @@ from shrink.experiment import (Experiment, default_output_dir, fit, load_task, m
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
+from shrink.runlock import LOCK_FILE
 from shrink.runs import RunDir, atomic_dir, atomic_write_bytes, atomic_write_json
 from shrink.timing import latency_columns
 from shrink.train import evaluate_model, make_accelerator, process_state
@@ -327,24 +328,24 @@ def describe_stage(stage: Stage) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- run
-@contextmanager
-def keeping_teachers(path: Path, overwrite: bool) -> Iterator[None]:
-    """Carry fine-tuned teacher folders across ``--overwrite`` (their recipes are checked before reuse).
+def carry_teachers(previous: Path | None, run: RunDir) -> None:
+    """Link the fine-tuned teacher folders of the run that ``--overwrite`` replaces into the new one (their
+    recipes are checked before reuse). Hard links: the replaced run stays whole until the new one is kept,
+    and files are only ever replaced, never edited, so neither copy can change the other.
 
-    Usage: ``with keeping_teachers(Path("runs/x"), overwrite=True): RunDir.create("runs/x", overwrite=True)``
+    Usage: ``carry_teachers(run.replaced, run)``
     """
-    kept = sorted(p for p in path.glob("teacher*") if p.is_dir()) if overwrite and path.is_dir() else []
-    parked = [path.parent / f".{path.name}.{folder.name}.kept" for folder in kept]
-    for folder, park in zip(kept, parked):
-        shutil.rmtree(park, ignore_errors=True)
-        os.replace(folder, park)
+    for folder in sorted(previous.glob("teacher*")) if previous is not None else ():
+        if folder.is_dir() and not (run / folder.name).exists():
+            shutil.copytree(folder, run / folder.name, copy_function=_link_or_copy,
+                            ignore=shutil.ignore_patterns(LOCK_FILE))  # a lock file is written in place
+
+
+def _link_or_copy(source: str, target: str) -> None:
     try:
-        yield
-    finally:
-        for folder, park in zip(kept, parked):
-            path.mkdir(parents=True, exist_ok=True)
-            if not folder.exists():
-                os.replace(park, folder)
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
 
 
 def open_distill_run(recipe: DistillRecipe, resume: bool, overwrite: bool) -> RunDir:
@@ -357,9 +358,12 @@ def open_distill_run(recipe: DistillRecipe, resume: bool, overwrite: bool) -> Ru
         recipe.output_dir = default_output_dir(recipe.model_copy(update={"model": ModelSection(name=student)}),
                                                "distill")
     state = process_state()
-    with keeping_teachers(Path(recipe.output_dir), overwrite and not resume and state.is_main_process):
-        run = open_run(recipe, "distill", resume, overwrite)
-    state.wait_for_everyone()  # every process sees the kept teachers before deciding to reuse them
+    run = open_run(recipe, "distill", resume, overwrite)
+    with ExitStack() as on_failure:
+        on_failure.enter_context(run)
+        carry_teachers(run.replaced, run)
+        on_failure.pop_all()
+    state.wait_for_everyone()  # every process sees the carried teachers before deciding to reuse them
     return run
 
 
@@ -369,7 +373,12 @@ def distill(recipe: DistillRecipe, resume: bool = False, overwrite: bool = False
     Usage: ``distill(load_recipe("demo", DistillRecipe), overwrite=True).metrics["student_dev"]``
     """
     plan = plan_distillation(recipe)
-    run = open_distill_run(recipe, resume, overwrite)
+    with open_distill_run(recipe, resume, overwrite) as run:
+        return _distill_in(plan, run, resume)
+
+
+def _distill_in(plan: DistillPlan, run: RunDir, resume: bool) -> DistillResult:
+    recipe = plan.recipe
     phases = {}
     for index, member in enumerate(plan.members):
         if not member.trained:
@@ -454,11 +463,11 @@ __all__ = [
     "Stage",
     "cached_teacher_logits",
     "teacher_outputs_key",
+    "carry_teachers",
     "describe_stage",
     "distill",
     "export_student",
     "finetune_teacher",
-    "keeping_teachers",
     "open_distill_run",
     "plan_distillation",
     "plan_stage",

@@ -5,7 +5,9 @@ first unless ``--base-model`` is given); for ``--method metanet`` the metanetwor
 into ``RUN/metanet`` from ``RUN/collection``), the lightly pruned target (``RUN/light``) and its transformed,
 finetuned version (``RUN/transformed``); then pruning to the target with the named criterion, finetuning
 (optionally with KD from the base model) into ``RUN/model``, the measurements, ``metrics.json``,
-``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``.
+``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``. Each training phase
+(the base, the data models, the finetunes) checkpoints into ``RUN/phases/`` while it runs, so ``--resume``
+continues it mid-way; the folder goes once the pruned model is saved. Meta-training resumes per stage only.
 ``prune metatrain`` runs only the metanetwork stage.
 
 Usage::
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,12 +35,13 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import example_input, given_collection, light_prune, recalibrate_batchnorm, train_metanet
-from prune.pruner import PruneResult, finetune, prune_model, torch_pruning_macs
+from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
+                          torch_pruning_macs)
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
 from shrink.errors import cli_entry
-from shrink.experiment import Experiment, fit, model_figures, open_run, prepare_experiment
+from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
 from shrink.report import publish
@@ -106,9 +110,12 @@ def cached(folder: Path, make: Callable[[], nn.Module], log: Callable[[str], Non
     return model.eval()
 
 
-def trained_model(experiment: Experiment) -> nn.Module:
-    """Train the experiment's model with ``train:`` (last epoch kept). Usage: ``trained_model(experiment)``."""
-    fit(experiment, None)
+def trained_model(experiment: Experiment, checkpoints: Path) -> nn.Module:
+    """Train the experiment's model with ``train:`` (last epoch kept), checkpointed into ``checkpoints``.
+
+    Usage: ``trained_model(experiment, run / PHASES_DIR / "base")``
+    """
+    checkpointed_fit(experiment, checkpoints)
     return experiment.model
 
 
@@ -124,14 +131,16 @@ def metanet_for(recipe: PruneRecipe, experiment: Experiment, run: RunDir) -> Met
 def transformed_start(recipe: PruneRecipe, experiment: Experiment, run: RunDir, base: nn.Module) -> nn.Module:
     """Spec steps 4-6: light prune + finetune, one metanetwork forward, finetune."""
     metanet = metanet_for(recipe, experiment, run)
-    light = cached(run / "light", lambda: light_prune(experiment, copy.deepcopy(base), recipe))
+    light = cached(run / "light", lambda: light_prune(experiment, copy.deepcopy(base), recipe,
+                                                      checkpoints=run / PHASES_DIR / "light"))
 
     def transform() -> nn.Module:
         moved = apply_metanet(metanet, light, example_input(experiment))
         shuffled = DataLoader(experiment.task.train, batch_size=recipe.train.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(recipe.train.seed), collate_fn=experiment.collate)
         recalibrate_batchnorm(moved, shuffled)
-        finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train))
+        finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train),
+                 checkpoints=run / PHASES_DIR / "transformed")
         return moved
 
     return cached(run / "transformed", transform)
@@ -165,8 +174,10 @@ def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[
 
 
 def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Module, base: nn.Module,
-                       base_counts: tuple[int, int]) -> tuple[nn.Module, dict[str, Any]]:
-    """Prune a copy of ``start`` to the target (relative to the base) and finetune it; the pruning record."""
+                       base_counts: tuple[int, int], checkpoints: Path | None = None
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune a copy of ``start`` to the target (relative to the base) and finetune it (checkpointed into
+    ``checkpoints`` when given); the pruning record."""
     section = recipe.prune
     pruned = copy.deepcopy(start)
     target = section.target()
@@ -179,7 +190,7 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
-                       kd_weight=section.kd_weight, temperature=section.kd_temperature)
+                       kd_weight=section.kd_weight, temperature=section.kd_temperature, checkpoints=checkpoints)
     return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
 
 
@@ -189,9 +200,10 @@ def pruned_model(recipe: PruneRecipe, experiment: Experiment, run: RunDir, start
     if (run / "model").is_dir() and (run / PRUNE_INFO).exists():
         print("model: reusing the saved pruned model")
         return load_model(run / "model").eval(), json.loads((run / PRUNE_INFO).read_text())
-    model, info = prune_and_finetune(recipe, experiment, start, base, base_counts)
+    model, info = prune_and_finetune(recipe, experiment, start, base, base_counts, run / PHASES_DIR / "finetune")
     save_model(model, run / "model")
     atomic_write_json(run / PRUNE_INFO, info)
+    shutil.rmtree(run / PHASES_DIR, ignore_errors=True)  # every phase is saved as a model now
     return model.eval(), info
 
 
@@ -268,22 +280,28 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
     """
     uses_metanet = only_metanet or CRITERIA.get(recipe.prune.method).uses_metanet
     experiment = prepare_experiment(recipe, model_name=recipe.prune.base_model)
+    # a --protect layer the model lacks is refused now, not after the base model has trained
+    protected_modules(experiment.model, recipe.prune.protect, example_input(experiment))
     if uses_metanet:  # refuse a network the graph cannot read, or a bad metanetwork folder, before any work
         network_to_graph(experiment.model, example_input(experiment))
         if recipe.prune.metanet:
             load_metanet(recipe.prune.metanet)
         elif recipe.prune.meta.collection:
             given_collection(recipe.prune.meta.collection, recipe.prune.meta.held_out)
-    run = open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite)
-    if only_metanet:
-        metanet_for(recipe, experiment, run)
-        metrics = {"command": "prune metatrain", "metanet": str(run / "metanet")}
-        run.finish(metrics, f"# prune metatrain\n\nMetanetwork: `{run / 'metanet'}`\n")
-        return metrics
+    with open_run(recipe, "metatrain" if only_metanet else "prune", resume, overwrite) as run:
+        if only_metanet:
+            metanet_for(recipe, experiment, run)
+            metrics = {"command": "prune metatrain", "metanet": str(run / "metanet")}
+            run.finish(metrics, f"# prune metatrain\n\nMetanetwork: `{run / 'metanet'}`\n")
+            return metrics
+        return _prune_in(recipe, experiment, run, uses_metanet)
+
+
+def _prune_in(recipe: PruneRecipe, experiment: Experiment, run: RunDir, uses_metanet: bool) -> dict[str, Any]:
     if recipe.prune.base_model:
         base = experiment.model.eval()
     else:
-        base = cached(run / "base", lambda: trained_model(experiment))
+        base = cached(run / "base", lambda: trained_model(experiment, run / PHASES_DIR / "base"))
     base_counts = (count_macs(base, example_input(experiment)), count_parameters(base))
     start = transformed_start(recipe, experiment, run, base) if uses_metanet else base
     pruned, info = pruned_model(recipe, experiment, run, start, base, base_counts)

@@ -24,6 +24,7 @@ import copy
 import itertools
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,10 +41,10 @@ from tqdm.auto import tqdm
 from prune.config import DEFAULT_SPEEDUP, PruneRecipe
 from prune.graph import NetworkGraph, graph_params, network_to_graph
 from prune.metanet import MetaNetwork, apply_metanet, save_metanet
-from prune.pruner import finetune, protected_modules, prune_model
+from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, protected_modules, prune_model
 from shrink.bench import DEFAULT_IMAGE_SHAPE
 from shrink.errors import UserError
-from shrink.experiment import Experiment, fit, load_task, prepare_experiment
+from shrink.experiment import Experiment, load_task, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.models.io import SPEC_FILE
 from shrink.runs import atomic_write_json
@@ -326,14 +327,16 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
 
 
 # ------------------------------------------------------------------------------------- the collection
-def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    """Prune ``model`` lightly (``prune.meta.light_speedup``, group-L2) and finetune it: the state of every
-    data model and of the target before the metanetwork. Usage: ``light_prune(experiment, model, recipe)``
+def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe, checkpoints: Path | None = None
+                ) -> nn.Module:
+    """Prune ``model`` lightly (``prune.meta.light_speedup``, group-L2) and finetune it (checkpointed into
+    ``checkpoints`` when given): the state of every data model and of the target before the metanetwork.
+    Usage: ``light_prune(experiment, model, recipe)``
     """
     meta = recipe.prune.meta
     prune_model(model, example_input(experiment), speedup=meta.light_speedup, protect=recipe.prune.protect,
                 iterative_steps=recipe.prune.iterative_steps, round_to=recipe.prune.round_to)
-    finetune(experiment, model, meta.light_finetune.apply(recipe.train))
+    finetune(experiment, model, meta.light_finetune.apply(recipe.train), checkpoints=checkpoints)
     return model
 
 
@@ -344,7 +347,8 @@ def example_input(experiment: Experiment) -> torch.Tensor:
 
 def build_collection(recipe: PruneRecipe, folder: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Train ``prune.meta.data_models`` networks (seeds after the recipe's), lightly prune and finetune each,
-    and save them under ``folder``; a data model saved by an earlier (interrupted) run is reused.
+    and save them under ``folder``; a data model saved by an earlier (interrupted) run is reused, and one
+    interrupted while training resumes from its checkpoints in ``folder/../phases``.
     Usage: ``paths = build_collection(recipe, run / "collection")``
     """
     paths = []
@@ -356,8 +360,10 @@ def build_collection(recipe: PruneRecipe, folder: Path, log: Callable[[str], Non
             experiment = prepare_experiment(seeded)
             log(f"data model {index + 1}/{recipe.prune.meta.data_models}: training, pruning to "
                 f"{recipe.prune.meta.light_speedup}x, finetuning")
-            fit(experiment, None)
-            save_model(light_prune(experiment, experiment.model, seeded), path)
+            phases = folder.parent / PHASES_DIR / path.name
+            checkpointed_fit(experiment, phases / "train")
+            save_model(light_prune(experiment, experiment.model, seeded, checkpoints=phases / "light"), path)
+            shutil.rmtree(phases, ignore_errors=True)  # the data model is saved whole
         paths.append(path)
     return paths
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -27,6 +29,7 @@ from shrink.bench import count_macs, count_parameters, device_of, zero_image
 from shrink.errors import UserError
 from shrink.experiment import Experiment, fit
 from shrink.recipe import TrainConfig
+from shrink.runs import RunDir
 from shrink.train import Batch, Step, TrainResult, forward_logits, supervised_loss
 
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
@@ -205,12 +208,30 @@ def kd_step(teacher: nn.Module, weight: float, temperature: float) -> Step:
     return step
 
 
+# Checkpoints of the training phases in progress (base, data models, finetunes) inside a run, for --resume.
+PHASES_DIR = "phases"
+
+
 def finetune(experiment: Experiment, model: nn.Module, train: TrainConfig, teacher: nn.Module | None = None,
-             kd_weight: float = 0.0, temperature: float = 4.0) -> TrainResult:
+             kd_weight: float = 0.0, temperature: float = 4.0, checkpoints: Path | None = None) -> TrainResult:
     """Train ``model`` (in place) on the experiment's task with the core engine and ``train`` settings, with KD
-    from ``teacher`` when ``kd_weight`` > 0; the last epoch is kept (the dev split only reports).
+    from ``teacher`` when ``kd_weight`` > 0; the last epoch is kept (the dev split only reports). With
+    ``checkpoints``, the phase checkpoints there and resumes from there (see :func:`checkpointed_fit`).
     Usage: ``finetune(experiment, pruned, recipe.prune.finetune.apply(recipe.train), teacher=base, kd_weight=0.5)``
     """
     phase = dataclasses.replace(experiment, model=model, recipe=experiment.recipe.model_copy(update={"train": train}))
     step = kd_step(teacher, kd_weight, temperature) if teacher is not None and kd_weight > 0 else None
-    return fit(phase, None, step=step)
+    return checkpointed_fit(phase, checkpoints, step=step)
+
+
+def checkpointed_fit(experiment: Experiment, folder: Path | None, step: Step | None = None) -> TrainResult:
+    """``fit`` that checkpoints into ``folder/<shape key>`` and resumes from the checkpoint found there, so a
+    training phase inside a longer command (prune's base training and finetunes) survives an interruption.
+    The key, a hash of the model's tensor shapes, keeps a differently pruned model off a foreign checkpoint.
+    Usage: ``checkpointed_fit(experiment, run / "phases" / "finetune")``
+    """
+    if folder is None:
+        return fit(experiment, None, step=step)
+    shapes = ",".join(f"{name}:{tuple(t.shape)}" for name, t in experiment.model.state_dict().items())
+    phase = RunDir(folder / hashlib.sha256(shapes.encode()).hexdigest()[:12])
+    return fit(experiment, phase, resume=phase.checkpoints.is_dir(), step=step)

@@ -95,5 +95,20 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=0.001), got '{item}'")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {key.strip()}: '{value}' is not a plain YAML value ({str(err).splitlines()[0]}); "
+                            "quote text, write lists as [a, b]") from None
     return overrides
+
+
+def require_positive(args: argparse.Namespace, *names: str) -> None:
+    """UserError for the first flag among ``names`` given a value below 1 (unset flags pass).
+
+    Usage: ``require_positive(args, "batch_size", "repeats")``
+    """
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from shrink.cliargs import require_positive
 from shrink.errors import UserError
 from shrink.recipe import DataSection, Recipe, build_recipe, read_yaml
-from shrink.runs import atomic_write_bytes, atomic_write_json
+from shrink.runs import atomic_write_bytes, atomic_write_json, check_output_path, refuse_unfinished
 
 RECIPE_FILE, MODEL_DIR, EXPORT_FILE = "recipe.yaml", "model", "export.json"
 MODEL_MARKERS = ("architecture.json", "config.json")
@@ -54,6 +55,7 @@ def resolve_source(path: str | Path) -> Source:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory, a saved model folder or an .onnx file")
+    refuse_unfinished(path)
     if path.is_file():
         if path.suffix != ".onnx":
             raise UserError(f"{path} is not an .onnx file; pass a run directory, a saved model folder or an .onnx file")
@@ -235,7 +237,7 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
     source = resolve_source(path)
     if source.model_dir is None:
         raise UserError(f"{path} holds ONNX models only; `shrink export` takes a run directory or a saved model folder")
-    target = Path(onnx_path) if onnx_path else source.root / "model.onnx"
+    target = check_output_path(onnx_path or source.root / "model.onnx", "--onnx")
     model, tokenizer = load_model_and_tokenizer(source.model_dir)
     view = None
     if source.recipe is not None:
@@ -294,6 +296,7 @@ def run_export(args: argparse.Namespace) -> int:
     """``shrink export``: export, validate, optionally quantize, print a table. Usage: ``run_export(args)``."""
     from shrink.report import print_table
 
+    require_positive(args, "batch_size", "calibration_samples", "seq_len", "opset")
     record = export_source(args.source, args.onnx, opset=args.opset, quantize=args.quantize, atol=args.atol,
                            example_shape=args.example_shape, seq_len=args.seq_len, batch_size=args.batch_size,
                            calibration_samples=args.calibration_samples)
@@ -473,6 +476,10 @@ def run_bench(args: argparse.Namespace) -> int:
     from shrink.report import print_table
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
+    require_positive(args, "repeats", "max_eval_samples", "seq_len", "threads")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_path(path, flag)
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got '{args.split}'")
     data = None

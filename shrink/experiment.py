@@ -11,6 +11,7 @@ Usage::
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,17 +24,20 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from shrink.bench import DEFAULT_IMAGE_SHAPE, measure_models, size_on_disk
 from shrink.data import TaskData, load_task_data, make_collate
 from shrink.errors import UserError
-from shrink.models import create_model, name_labels, save_model
-from shrink.recipe import Recipe, TrainConfig, save_recipe
+from shrink.models import create_model, model_modality, name_labels, save_model
+from shrink.recipe import Recipe, TrainConfig, read_yaml, save_recipe
 from shrink.report import publish
-from shrink.runs import RunDir, atomic_dir
+from shrink.runs import RECIPE_FILE, RunDir, atomic_dir
 from shrink.timing import latency_columns
-from shrink.train import Trainer, TrainResult, evaluate_model, process_state
+from shrink.train import Trainer, TrainResult, check_mixed_precision, evaluate_model, process_state
 
 # The slice of the training split that --select-on train-holdout keeps out of training to choose the best epoch.
 HOLDOUT_FRACTION = 0.1
 # AdamW peak rates that suit each family when the recipe names none.
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
+# Recipe keys that do not change what a run computes, so --resume may change them.
+RESUME_FREE_KEYS = {"output_dir", "data.data_dir", "train.progress", "train.num_workers", "train.checkpoint_every",
+                    "train.keep_checkpoints", "train.eval_batch_size"}
 
 
 @dataclass
@@ -63,11 +67,15 @@ class Experiment:
 def load_task(recipe: Recipe) -> TaskData:
     """The recipe's dataset. Usage: ``load_task(recipe).dev``."""
     data = recipe.data
-    return load_task_data(
+    task = load_task_data(
         data.dataset, data.data_dir, text_column=data.text_column, text_pair_column=data.text_pair_column,
         label_column=data.label_column, max_train_samples=data.max_train_samples,
         max_eval_samples=data.max_eval_samples, seed=recipe.train.seed, augment=data.augment,
     )
+    for split in ("train", "dev"):
+        if len(getattr(task, split)) == 0:  # nothing to learn from or to measure: no result would mean anything
+            raise UserError(f"the {split} split of {task.name} has no examples; give it data rows")
+    return task
 
 
 def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **args: Any) -> tuple[nn.Module, Any]:
@@ -75,6 +83,11 @@ def load_for_task(name: str, task: TaskData, tokenizer_fallback: Any = None, **a
 
     Usage: ``model, tokenizer = load_for_task("bert-tiny", task)``
     """
+    kind = model_modality(name)
+    if kind is not None and kind != task.modality:
+        raise UserError(f"'{name}' is {'an image' if kind == 'image' else 'a text'} model but {task.name} is "
+                        f"{task.modality} data; pick a model for {task.modality} data (see `shrink models`) "
+                        f"or {kind} data")
     image = task.image_shape or DEFAULT_IMAGE_SHAPE
     model, tokenizer = create_model(name, num_classes=task.num_labels, in_channels=image[0], image_size=image[-1],
                                     is_regression=task.is_regression, tokenizer_fallback=tokenizer_fallback, **args)
@@ -98,7 +111,12 @@ def default_output_dir(recipe: Recipe, command: str) -> str:
 
 
 def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> RunDir:
-    """Create (or reopen for ``resume``) the run directory and save the resolved recipe in it."""
+    """Check the settings, then create (or reopen for ``resume``) the locked run directory with the recipe.
+
+    Use the result as a context manager: a failed command then removes what it created (see RunDir).
+    Usage: ``with open_run(recipe, "train", resume=False, overwrite=False) as run: ...``
+    """
+    check_mixed_precision(recipe.train)
     if recipe.output_dir is None:
         recipe.output_dir = default_output_dir(recipe, command)
     state = process_state()
@@ -106,7 +124,12 @@ def open_run(recipe: Recipe, command: str, resume: bool, overwrite: bool) -> Run
         state.wait_for_everyone()
         return RunDir(recipe.output_dir)
     run = RunDir.create(recipe.output_dir, resume=resume, overwrite=overwrite)
-    save_recipe(recipe, run / "recipe.yaml")
+    with ExitStack() as on_failure:
+        on_failure.enter_context(run)
+        if resume:
+            refuse_changes(run / RECIPE_FILE, recipe)
+        save_recipe(recipe, run / RECIPE_FILE)
+        on_failure.pop_all()
     state.wait_for_everyone()
     return run
 
@@ -131,6 +154,32 @@ def selected_on(config: TrainConfig) -> str:
     """What a report prints next to a score about where the best epoch was chosen. Usage: ``selected_on(cfg)``."""
     return "dev (the reported split: optimistic)" if config.select_on == "dev" else \
         f"train holdout ({HOLDOUT_FRACTION:.0%}, seeded); dev reported only"
+
+
+def refuse_changes(saved_path: Path, recipe: Recipe) -> None:
+    """UserError naming the recipe keys that ``--resume`` would change: the checkpoint fixes them.
+
+    Usage: ``refuse_changes(run / "recipe.yaml", recipe)``
+    """
+    if not saved_path.is_file():
+        return
+    saved = _dotted(read_yaml(saved_path))
+    new = _dotted(recipe.model_dump(mode="json"))
+    changed = [f"{key} ({saved.get(key)!r} -> {new.get(key)!r})" for key in sorted(saved.keys() | new.keys())
+               if key not in RESUME_FREE_KEYS and saved.get(key) != new.get(key)]
+    if changed:
+        raise UserError(f"--resume cannot change {', '.join(changed)}: the run was started with the saved values; "
+                        "resume without the change, or start again with --overwrite")
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: Any = None) -> TrainResult:
@@ -160,7 +209,12 @@ def model_figures(experiment: Experiment, models: Mapping[str, nn.Module]) -> di
 def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> dict[str, Any]:
     """``shrink train``: train, keep the best model as RUN/model, measure it, print and save the results."""
     recipe = experiment.recipe
-    run = open_run(recipe, "train", resume, overwrite)
+    with open_run(recipe, "train", resume, overwrite) as run:
+        return _train_in(experiment, run, resume)
+
+
+def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, Any]:
+    recipe = experiment.recipe
     result = fit(experiment, run, resume)
     if not process_state().is_main_process:
         return {}

@@ -4,6 +4,7 @@ Layout::
 
     RUN/recipe.yaml       the resolved recipe
     RUN/RUNNING           present while the command runs (removed by ``finish``)
+    RUN/.lock             the advisory lock of the process writing the run (see shrink.runlock)
     RUN/checkpoints/      Accelerate states, ``step-N`` folders, renamed into place when whole
     RUN/best/             the best model so far (by the dev metric)
     RUN/model/            the final model
@@ -12,24 +13,30 @@ Layout::
 
 Usage::
 
-    run = RunDir.create("runs/r56", resume=False)
-    run.write_json("metrics.json", {...})
-    run.finish(metrics, report_lines)
+    with RunDir.create("runs/r56", resume=False) as run:
+        run.write_json("metrics.json", {...})
+        run.finish(metrics, report_lines)
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from shrink.errors import UserError
+from shrink.runlock import LOCK_FILE, RunLock
 
 RUNNING_MARKER = "RUNNING"
 # What open() and mkdir() ask for; the umask then takes away what the user does not share.
 FILE_MODE, DIR_MODE = 0o666, 0o777
+RECIPE_FILE = "recipe.yaml"
+FINAL_MODEL = "model"
+# What a run holds before it has done any work: a failed start that left only these saved nothing.
+STUB_FILES = (LOCK_FILE, RUNNING_MARKER, RECIPE_FILE)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -133,34 +140,136 @@ class _AtomicDir:
 
 
 class RunDir:
-    """A run directory (see the module docstring). Usage: ``RunDir.create(path, resume=True)``."""
+    """A run directory (see the module docstring). Usage: ``with RunDir.create(path, resume=True) as run: ...``.
+
+    ``create`` locks the folder (:mod:`shrink.runlock`) for this process. Used as a context manager, a run
+    that fails cleans up after itself: a new run refused for bad input (a UserError) is removed, and so is
+    one that failed before saving any work; a run it replaced with ``overwrite`` comes back in its place.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._lock: RunLock | None = None
+        self._previous: tuple[Path, RunLock] | None = None  # a run set aside by overwrite, still locked
+        self._fresh = False
 
     @classmethod
     def create(cls, path: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> "RunDir":
-        """Open ``path`` for a new run, or for resuming one.
+        """Open ``path`` for a new run, or for resuming one, and lock it for this process.
 
-        A finished run is never silently overwritten: pass ``overwrite`` (``--overwrite``) to replace it.
+        Only a recognisable run directory (:func:`is_run_dir`) is resumed or replaced; a finished run is never
+        silently overwritten: pass ``overwrite`` (``--overwrite``) to replace it. Usage: ``RunDir.create("runs/x")``
         """
         run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
-            if resume:
-                if run.is_complete():
-                    raise UserError(f"run {run.path} is already complete; nothing to resume")
-            elif overwrite:
-                shutil.rmtree(run.path)
-            else:
-                raise UserError(
-                    f"run directory {run.path} exists and is not empty; pass --resume to continue it "
-                    "or --overwrite to start again"
-                )
-        elif resume:
-            raise UserError(f"cannot resume: run directory {run.path} does not exist")
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.path / RUNNING_MARKER, f"pid {os.getpid()}\n")
+        try:
+            run._open(resume, overwrite)
+        except OSError as err:
+            run.close(failed=True)
+            raise UserError(f"cannot write the run directory {run.path}: {err.strerror or err}; "
+                            "pass an --out you can write to") from None
+        except BaseException:
+            run.close(failed=True)
+            raise
         return run
+
+    def _open(self, resume: bool, overwrite: bool) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {path} is a file, not a run directory; pass another --out")
+        check_output_path(path, "--out")
+        self._recover_replaced()
+        if _has_content(path):
+            if not is_run_dir(path):
+                raise UserError(f"{path} is not a run directory (no {RECIPE_FILE} with {RUNNING_MARKER}, "
+                                f"metrics.json or {LOCK_FILE}) and is not empty; refusing to write into it: "
+                                "pass a new or empty --out")
+            if resume and self.is_complete():
+                raise UserError(f"run {path} is already complete; nothing to resume")
+            if not (resume or overwrite):
+                raise UserError(f"run directory {path} exists and is not empty; pass --resume to continue it "
+                                "or --overwrite to start again")
+            lock = RunLock.acquire(path)
+            if overwrite and not resume:
+                self._set_aside(lock)
+            else:
+                self._lock = lock
+        elif resume:
+            raise UserError(f"cannot resume: run directory {path} does not exist or is empty")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock.acquire(path)
+            self._fresh = True
+        atomic_write_text(path / RUNNING_MARKER, f"pid {os.getpid()}\n")
+
+    @property
+    def _aside(self) -> Path:
+        return self.path.parent / f".{self.path.name}.replaced"
+
+    def _set_aside(self, lock: RunLock) -> None:
+        """Move the run being replaced next to its place (still locked) and start an empty, locked folder."""
+        aside = self._aside
+        os.replace(self.path, aside)
+        self._previous = (aside, lock)
+        self.path.mkdir()
+        self._fresh = True  # ours from here: a failure below removes it and brings the old run back
+        self._lock = RunLock.acquire(self.path)
+
+    @property
+    def replaced(self) -> Path | None:
+        """Where the run that ``overwrite`` replaces waits until this one is kept (None when there is none)."""
+        return self._previous[0] if self._previous is not None else None
+
+    def _recover_replaced(self) -> None:
+        """A replacement killed before it finished left the old run aside (unlocked once it died): the old
+        run comes back when the new one saved nothing; otherwise the new one stands and the old is dropped."""
+        if not self._aside.is_dir():
+            return
+        try:
+            lock = RunLock.acquire(self._aside)
+        except UserError:  # the replacing process is alive: not ours to touch
+            return
+        try:
+            if _has_content(self.path, ignore=STUB_FILES):
+                shutil.rmtree(self._aside)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+                os.replace(self._aside, self.path)
+        finally:
+            lock.release()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        self.close(failed=exc_type is not None, bad_input=exc_type is not None and issubclass(exc_type, UserError))
+
+    def close(self, failed: bool = False, bad_input: bool = False) -> None:
+        """Release the lock; after a failure, remove a new run that has nothing worth keeping.
+
+        A new run refused for bad input is removed whole unless it saved its final model; one that failed
+        otherwise is kept (for ``--resume``) when it saved any work. A removed run's replaced predecessor
+        is restored.
+        Usage: ``run.close(failed=True, bad_input=True)``
+        """
+        # a final model is always kept (a late refusal, such as an ONNX parity check, costs no training)
+        discard = failed and not (self.path / FINAL_MODEL).is_dir() and (bad_input or not self._has_work())
+        if discard and self._fresh:
+            shutil.rmtree(self.path, ignore_errors=True)
+        if self._previous is not None:
+            aside, lock = self._previous
+            if not discard:
+                shutil.rmtree(aside, ignore_errors=True)
+            elif not self.path.exists():  # else someone else's folder took the place: the old run waits aside
+                os.replace(aside, self.path)
+            lock.release()
+            self._previous = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self._fresh = False  # closed: a later failure (after finish) must not remove the finished run
+
+    def _has_work(self) -> bool:
+        return _has_content(self.path, ignore=STUB_FILES)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -186,12 +295,54 @@ class RunDir:
         return target
 
     def finish(self, metrics: dict[str, Any], report: str) -> None:
-        """Write metrics.json and report.md, then mark the run complete."""
+        """Write metrics.json and report.md, then mark the run complete and release it."""
         self.write_json("metrics.json", metrics)
         self.write_text("report.md", report)
         (self.path / RUNNING_MARKER).unlink(missing_ok=True)
+        self.close()
 
-    def abandon(self) -> None:
-        """Remove a run directory that a bad-input error stopped before any work was saved."""
-        if self.path.exists() and not self.checkpoints.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """True for a folder a shrink command wrote: its recipe with a RUNNING marker, metrics.json or the lock file.
+
+    Usage: ``is_run_dir("runs/r20")``
+    """
+    path = Path(path)
+    markers = (RUNNING_MARKER, "metrics.json", LOCK_FILE)
+    return (path / RECIPE_FILE).is_file() and any((path / name).exists() for name in markers)
+
+
+def refuse_unfinished(path: str | os.PathLike) -> None:
+    """UserError when ``path`` is an unfinished run (RUNNING marker) or its ``model/``; its ``best/`` is
+    accepted with a warning, since naming it asks for the best model so far.
+
+    Usage: ``refuse_unfinished("runs/r20/model")``
+    """
+    path = Path(path)
+    run = next((p for p in (path, path.parent) if (p / RUNNING_MARKER).exists() and (p / RECIPE_FILE).exists()), None)
+    if run is None:
+        return
+    if run != path and path.name == "best":
+        print(f"warning: {run} has not finished; using its best model so far", file=sys.stderr)
+        return
+    raise UserError(f"run {run} has not finished (it is running or was interrupted: {RUNNING_MARKER} marker); "
+                    f"finish it with --resume, or pass {run / 'best'} to use its best model so far")
+
+
+def check_output_path(path: str | os.PathLike, flag: str) -> Path:
+    """UserError unless ``path`` can be created: no folder above it is a plain file, and the nearest existing
+    one is writable. Checked before any work, so a bad output path costs nothing.
+
+    Usage: ``check_output_path("out/bench.json", "--json")``
+    """
+    path = Path(path)
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pass a path in a folder you can write")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable; pass a path in a folder you can write")
+    return path
+
+
+def _has_content(path: Path, ignore: tuple[str, ...] = (LOCK_FILE,)) -> bool:
+    return path.is_dir() and any(entry.name not in ignore for entry in path.iterdir())

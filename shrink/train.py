@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from shrink.checkpoints import latest_checkpoint, write_manifest
 from shrink.errors import UserError
 from shrink.optim import make_optimizer, make_scheduler
 from shrink.recipe import TrainConfig
@@ -181,8 +182,7 @@ class Trainer:
         self.predict = predict
         self.save_model = save_model
         self.step_fn = step or supervised_step(is_regression)
-        if self.config.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise UserError("--mixed-precision fp16 needs a GPU; use bf16 on a CPU")
+        check_mixed_precision(self.config)
         self.accelerator = make_accelerator(self.config)
         self.sampler = EpochSampler(len(train_set), self.config.seed)  # type: ignore[arg-type]
         train_loader = DataLoader(
@@ -330,6 +330,7 @@ class Trainer:
         self.accelerator.save_state(str(tmp))
         if self.accelerator.is_main_process:
             atomic_write_json(tmp / PROGRESS_FILE, prog.__dict__)
+            write_manifest(tmp)  # last: a checkpoint is trusted only with every file as written here
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in _checkpoint_dirs(self.run.checkpoints)[: -self.config.keep_checkpoints]:
@@ -339,11 +340,10 @@ class Trainer:
     def _load_latest_checkpoint(self) -> None:
         if self.run is None:
             raise UserError("--resume needs a run directory")
-        found = _checkpoint_dirs(self.run.checkpoints)
-        if not found:
+        latest = self._latest_checkpoint(self.run.checkpoints)
+        if latest is None:
             self.accelerator.print(f"no checkpoint in {self.run.checkpoints}; starting from the beginning")
             return
-        latest = found[-1]
         try:
             saved = json.loads((latest / PROGRESS_FILE).read_text())
             self.accelerator.load_state(str(latest))
@@ -353,6 +353,14 @@ class Trainer:
         self.progress = _Progress(**saved)
         self.accelerator.print(f"resumed from {latest.name} (epoch {self.progress.epoch + 1}, "
                                f"step {self.progress.step}/{self.total_steps})")
+        if self.progress.step >= self.total_steps and self.progress.batches_in_epoch:
+            self._end_epoch(self._epoch_train_loss())  # stopped after the last step's checkpoint, before its eval
+
+    def _latest_checkpoint(self, folder: Path) -> Path | None:
+        """The newest trusted checkpoint; the main process recovers a half-replaced one before the others look."""
+        latest = latest_checkpoint(folder) if self.accelerator.is_main_process else None
+        self.accelerator.wait_for_everyone()
+        return latest if self.accelerator.is_main_process else latest_checkpoint(folder)
 
     def _result(self) -> TrainResult:
         prog = self.progress
@@ -386,6 +394,12 @@ def evaluate_model(model: nn.Module, loader: DataLoader, metrics: Sequence[str],
         labels.append(gold.cpu().numpy())
     model.train(was_training)
     return compute_metrics(metrics, np.concatenate(preds), np.concatenate(labels))
+
+
+def check_mixed_precision(config: TrainConfig) -> None:
+    """UserError when this machine cannot train in ``config.mixed_precision``. Usage: ``check_mixed_precision(cfg)``."""
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("--mixed-precision fp16 needs a GPU; use bf16 on a CPU")
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:

@@ -68,6 +68,34 @@ def test_resume_after_sigkill_reaches_the_same_metrics(tmp_path):
     assert all((ref_w[k] == got_w[k]).all() for k in ref_w)
 
 
+# SIGKILLs `shrink train` as the last epoch ends: its final step's checkpoint is written, its evaluation is not.
+KILL_AT_LAST_EPOCH_END = textwrap.dedent("""
+    import os, signal, sys
+    from shrink import train
+    original = train.Trainer._end_epoch
+    def end_epoch_or_die(self, train_loss):
+        if self.progress.epoch + 1 == int(self.config.epochs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, train_loss)
+    train.Trainer._end_epoch = end_epoch_or_die
+    from shrink.cli import main
+    main(sys.argv[1:])
+""")
+
+
+def test_killed_after_the_final_steps_checkpoint_resume_evaluates_the_last_epoch(tmp_path):
+    args = ["train", "--model", "resnet20", "--dataset", "synthetic-image:1x8x8", "--max-train-samples", "32",
+            "--max-eval-samples", "16", "--batch-size", "16", "--epochs", "2", "--checkpoint-every", "2",
+            "--no-progress"]
+    assert shrink_cli(args + ["--out", "run"], tmp_path, script=KILL_AT_LAST_EPOCH_END).returncode == -9
+    resumed = shrink_cli(args + ["--out", "run", "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # equality with an uninterrupted run: tests/test_train.py (same engine, in process)
+    assert [entry["epoch"] for entry in got["history"]] == [1, 2]
+    assert got["final_epoch_dev"] == {"accuracy": got["history"][-1]["accuracy"]}
+
+
 def assert_one_line_exit_2(args, tmp_path, *needles):
     result = shrink_cli(args, tmp_path)
     assert result.returncode == 2, result.stderr

@@ -43,7 +43,8 @@ def test_metanet_pipeline_writes_a_complete_run(metanet_run):
 
 def test_resume_reuses_every_finished_stage(metanet_run, capsys):
     (metanet_run / "metrics.json").unlink()
-    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--out", str(metanet_run), "--resume"])
+    main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--kd-weight", "0.5", "--export-onnx",
+                        "--out", str(metanet_run), "--resume"])  # the same settings: resume refuses changes
     out = capsys.readouterr().out
     for stage in ("base", "light", "transformed", "model"):
         assert f"{stage}: reusing the saved model" in out or f"{stage}: reusing the saved pruned model" in out
@@ -102,3 +103,28 @@ def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_finetune_resumes_from_its_own_checkpoint(tmp_path, capsys, monkeypatch):
+    from shrink.train import Trainer
+
+    args = TINY + ["--method", "group-l2", "--speedup", "1.3", "--finetune-epochs", "2", "--checkpoint-every", "1",
+                   "--out", str(tmp_path / "run")]
+    original, calls = Trainer._forward, {"n": 0}
+
+    def stop_in_the_finetune(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:  # 3 batches train the base, then the finetune's 5th step: after its step-4 checkpoint
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_forward", stop_in_the_finetune)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(Trainer, "_forward", original)
+    assert not (tmp_path / "run" / "metrics.json").exists() and (tmp_path / "run" / "phases").is_dir()
+    capsys.readouterr()
+    main(args + ["--resume"])
+    out = capsys.readouterr().out
+    assert "base: reusing the saved model" in out and "resumed from step-00000004" in out
+    assert (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "phases").exists()

@@ -36,6 +36,7 @@ def test_atomic_dir_replaces_previous_content(tmp_path):
 
 def test_run_directory_is_complete_only_after_finish(tmp_path):
     run = RunDir.create(tmp_path / "run")
+    run.write_text("recipe.yaml", "train: {}\n")
     run.write_json("metrics.json", {"partial": True})
     assert not run.is_complete()
     run.finish({"acc": 1.0}, "# done\n")

@@ -144,6 +144,48 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
         make_trainer(run=RunDir(tmp_path / "run"), resume=True, epochs=2).fit()
 
 
+def test_a_stop_after_the_final_steps_checkpoint_is_resumed_with_its_evaluation(tmp_path, monkeypatch):
+    reference = make_trainer(run=RunDir.create(tmp_path / "ref"), checkpoint_every=10).fit()
+    original = Trainer._end_epoch
+    calls = {"n": 0}
+
+    def stop_before_the_last_evaluation(self, train_loss):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the step-30 checkpoint is written; the epoch-3 evaluation is not
+            raise KeyboardInterrupt
+        return original(self, train_loss)
+
+    monkeypatch.setattr(Trainer, "_end_epoch", stop_before_the_last_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(run=RunDir.create(tmp_path / "run"), checkpoint_every=10).fit()
+    monkeypatch.setattr(Trainer, "_end_epoch", original)
+    result = make_trainer(run=RunDir(tmp_path / "run"), resume=True, checkpoint_every=10).fit()
+    assert len(result.history) == 3 and result.history == reference.history and result.final == reference.final
+
+
+@pytest.mark.parametrize("damage", ["garbage", "pickle"])
+def test_a_changed_rng_pickle_is_refused_before_it_is_loaded(damage, tmp_path):
+    import pickle
+
+    make_trainer(run=RunDir.create(tmp_path / "run"), epochs=1).fit()
+    state = next((tmp_path / "run/checkpoints").glob("step-*/random_states_0.pkl"))
+    # a pickle that would run code when loaded (print, harmless here) or plain damage
+    state.write_bytes(pickle.dumps(print) if damage == "pickle" else b"garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        make_trainer(run=RunDir(tmp_path / "run"), resume=True, epochs=2).fit()
+
+
+def test_a_checkpoint_half_deleted_while_resaved_is_recovered_from_its_complete_copy(tmp_path):
+    import shutil
+
+    make_trainer(run=RunDir.create(tmp_path / "run"), epochs=1).fit()
+    final = next((tmp_path / "run/checkpoints").glob("step-*"))
+    shutil.copytree(final, final.parent / f".tmp-{final.name}")
+    (final / "model.safetensors").unlink()  # the re-save deleted part of the old copy, then died
+    result = make_trainer(run=RunDir(tmp_path / "run"), resume=True, epochs=2).fit()
+    assert result.steps == 20 and len(result.history) == 2
+
+
 def test_best_model_is_kept(tmp_path):
     run = RunDir.create(tmp_path / "run")
     result = make_trainer(run=run).fit()

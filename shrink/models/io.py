@@ -118,8 +118,12 @@ def saved_kind(directory: Path) -> str:
 
 def _load_torch(path: Path) -> nn.Module:
     spec = read_spec(path)
-    model = build_model(spec["name"], **spec["kwargs"])
-    resize_to(model, spec["layers"], spec["tensors"])
+    try:
+        model = build_model(spec["name"], **spec["kwargs"])
+        resize_to(model, spec["layers"], spec["tensors"])
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:  # a hand-edited spec
+        raise UserError(f"{path / SPEC_FILE} does not describe a model that can be built ({type(err).__name__}: "
+                        f"{error_line(err)}); save the model again") from None
     try:
         safetensors.torch.load_model(model, str(path / WEIGHTS_FILE), strict=True)
     except (OSError, RuntimeError, safetensors.SafetensorError) as err:
@@ -135,6 +139,9 @@ def _load_hf(path: Path) -> PreTrainedModel:
         is_classifier = any(arch.endswith("ForSequenceClassification") for arch in config.architectures or ())
         auto_class = AutoModelForSequenceClassification if is_classifier else AutoModel
         return auto_class.from_pretrained(path, config=config, trust_remote_code=False)
+    except RuntimeError:  # transformers' report of weights whose shapes differ from config.json
+        raise UserError(f"cannot load the Hugging Face model in {path}: its weights do not have the shapes its "
+                        "config.json gives; restore the config or save the model again") from None
     except (OSError, ValueError, safetensors.SafetensorError) as err:
         raise UserError(f"cannot load the Hugging Face model in {path}: {error_line(err)}") from None
 
