@@ -106,7 +106,7 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def require_positive(args: argparse.Namespace, *names: str) -> None:
     """UserError for the first flag among ``names`` given a value below 1 (unset flags pass).
 
-    Usage: ``require_positive(args, "batch_size", "repeats")``
+    Usage: ``require_positive(args, "batch_size", "rounds")``
     """
     for name in names:
         value = getattr(args, name, None)

@@ -476,7 +476,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from shrink.report import print_table
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
-    require_positive(args, "repeats", "max_eval_samples", "seq_len", "threads")
+    require_positive(args, "rounds", "max_eval_samples", "seq_len", "threads")
+    if args.min_time <= 0:
+        raise UserError(f"--min-time must be a positive number of seconds, got {args.min_time}")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_path(path, flag)

@@ -43,10 +43,11 @@ CASES = [
     (["shrink", "export", "{data}/bad-config"], 2, "config.json"),
     (["shrink", "export", "{data}/bad-spec"], 2, "architecture.json"),
     # bench
-    (["shrink", "bench", "{run}", "--repeats", "0"], 2, "--repeats"),
+    (["shrink", "bench", "{run}", "--rounds", "0"], 2, "--rounds"),
+    (["shrink", "bench", "{run}", "--min-time", "0"], 2, "--min-time"),
     (["shrink", "bench", "{run}", "--max-eval-samples", "-1"], 2, "--max-eval-samples"),
-    (["shrink", "bench", "{run}", "--repeats", "1", "--json", "{file}/x/bench.json"], 2, "is a file"),
-    (["shrink", "bench", "{run}", "--repeats", "1", "--plot", "{file}/x/bench.png"], 2, "is a file"),
+    (["shrink", "bench", "{run}", "--rounds", "1", "--json", "{file}/x/bench.json"], 2, "is a file"),
+    (["shrink", "bench", "{run}", "--rounds", "1", "--plot", "{file}/x/bench.png"], 2, "is a file"),
     # distill and prune
     (["distill", "--teacher", "{data}/unfinished", "--student", "resnet20", *IMAGE[2:], "--out", "{out}"], 2,
      "has not finished"),

@@ -144,7 +144,7 @@ def test_a_second_process_on_the_command_line_gets_one_line(tmp_path):
 def test_an_unfinished_run_is_refused_as_a_source(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path / "run")
     (run / "RUNNING").write_text("pid 1\n")
-    for args in (["export", str(run)], ["bench", str(run), "--repeats", "1"], ["export", str(run / "model")]):
+    for args in (["export", str(run)], ["bench", str(run), "--rounds", "1", "--min-time", "0.05"], ["export", str(run / "model")]):
         status, err = exit_status(args, capsys)
         assert status == 2 and "has not finished" in err, args
     with pytest.raises(UserError, match="has not finished"):
