@@ -10,12 +10,14 @@ Usage::
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed
 
 
 class UserError(Exception):
@@ -35,5 +37,9 @@ def cli_entry(main: F) -> F:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+        except BrokenPipeError:
+            # The reader went away (`shrink recipes | head`): stop quietly, as other command-line tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
 
     return wrapper  # type: ignore[return-value]

@@ -129,3 +129,15 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert got == 2 and len(err) == 1 and "pass a local directory" in err[0]
     assert time.perf_counter() - started < 10  # no retries against an unreachable host
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback():
+    """`shrink recipes | head -1` must end quietly (exit 141, as a shell reports SIGPIPE), not with a traceback."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "shrink", "recipes"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has written anything: its first write meets a closed pipe
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 141 and b"Traceback" not in err

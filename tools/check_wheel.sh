@@ -24,5 +24,6 @@ mkdir "$WORK/elsewhere"
 cd "$WORK/elsewhere"
 env -u PYTHONPATH "$WORK/venv/bin/python" -c \
   "import shrink, sys; sys.exit(0 if shrink.__file__.startswith('$WORK/venv') else f'shrink imported from {shrink.__file__}, not the wheel')"
-env -u PYTHONPATH "$WORK/venv/bin/shrink" recipes | grep -q '^demo '
+env -u PYTHONPATH "$WORK/venv/bin/shrink" recipes > "$WORK/recipes.txt"
+grep -q '^demo ' "$WORK/recipes.txt"
 env -u PYTHONPATH "$WORK/venv/bin/distill" --demo
