@@ -121,12 +121,13 @@ def export_onnx(
         raise UserError(f"the ONNX path must end in .onnx, got {target}")
     device = device_of(model)
     inputs = {name: value.to(device) for name, value in model_inputs(example_batch).items()}
-    opset = opset or DEFAULT_OPSET
+    asked, opset = opset, opset or DEFAULT_OPSET
     if opset > newest_opset():
         raise UserError(f"opset {opset} is newer than this torch exporter and onnxruntime support "
                         f"({newest_opset()}); pass --opset {newest_opset()} or lower")
     was_training = model.training
     model.eval()
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.stem}.export-"))
     try:
@@ -134,11 +135,17 @@ def export_onnx(
         staged = staging / target.name
         axes = _write_onnx(model, staged, inputs, opset, dynamic)
         written = onnx.load(str(staged), load_external_data=False)
-        # The exporter drops inputs the model ignores (token_type_ids of some encoders): read what stayed. It
-        # also builds at its own lowest opset and converts down, keeping that one if conversion fails: say so.
+        # The exporter builds at its own lowest opset and converts down, keeping that one if conversion fails:
+        # an opset the user asked for is kept or refused; the default is a preference, and the report says
+        # which opset the file has.
+        written_opset = _default_domain_opset(written)
+        if asked is not None and written_opset != asked:
+            raise UserError(f"torch.onnx could not convert the model down to opset {asked} (it stayed at "
+                            f"{written_opset}); pass --opset {written_opset}, or leave --opset out")
+        # It also drops inputs the model ignores (token_type_ids of some encoders): read what stayed.
         names = [item.name for item in written.graph.input]
         report = ExportReport(
-            path=str(target), opset=_default_domain_opset(written), input_names=names, output_names=[OUTPUT_NAME],
+            path=str(target), opset=written_opset, input_names=names, output_names=[OUTPUT_NAME],
             dynamic_axes={name: axes[name] for name in names if name in axes}, size_bytes=staged.stat().st_size,
             seconds=time.perf_counter() - started,
         )
@@ -157,6 +164,12 @@ def export_onnx(
         report.files = sorted(item.name for item in staging.iterdir())
         for item in staging.iterdir():
             os.replace(item, target.parent / item.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first; only the folders this call made, and only when empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         model.train(was_training)
@@ -174,6 +187,9 @@ def _write_onnx(model: nn.Module, path: Path, inputs: Mapping[str, torch.Tensor]
     axes = {name: {axis: dim.__name__ for axis, dim in spec.items()} for name, spec in shapes.items()} if dynamic else {}
     large = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > EXTERNAL_DATA_BYTES
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision notes
+    # A failed conversion down to the asked opset is logged with a traceback; export_onnx reports it in one line.
+    for name in ("torch.onnx._internal.exporter._compat", "onnxscript.version_converter"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*axis name")

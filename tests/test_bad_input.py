@@ -40,6 +40,7 @@ CASES = [
     # export
     (["shrink", "export", "{run}", "--onnx", "{file}/sub/model.onnx"], 2, "is a file"),
     (["shrink", "export", "{run}", "--onnx", "{out}/model.onnx", "--batch-size", "0"], 2, "--batch-size"),
+    (["shrink", "export", "{run}", "--onnx", "{out}/model.onnx", "--opset", "1"], 2, "down to opset 1"),
     (["shrink", "export", "{data}/bad-config"], 2, "config.json"),
     (["shrink", "export", "{data}/bad-spec"], 2, "architecture.json"),
     # bench
