@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from prune.config import DEFAULT_SPEEDUP, PruneRecipe
 from prune.graph import NetworkGraph, graph_params, network_to_graph
+from prune.metacheckpoint import MetaState, load_meta_checkpoint, remove_meta_checkpoint, save_meta_checkpoint
 from prune.metanet import MetaNetwork, apply_metanet, save_metanet
 from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, protected_modules, prune_model
 from shrink.bench import DEFAULT_IMAGE_SHAPE
@@ -273,11 +274,14 @@ def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_bat
 
 def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: Sequence[DataModel],
                train_batches: Iterable[Batch], val_batches: Iterable[Batch], config: MetaTrainConfig = MetaTrainConfig(),
-               save_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> MetaTrainResult:
+               save_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+               checkpoint_dir: Path | None = None) -> MetaTrainResult:
     """Meta-train ``metanet`` (one step per collection model per epoch), keep the epoch whose held-out
     score is best, load those weights back into ``metanet`` and save them to ``save_dir``.
 
     ``train_batches`` / ``val_batches``: re-iterable batches (a DataLoader) from the training data only.
+    With ``checkpoint_dir`` every epoch is checkpointed there and an interrupted meta-training continues
+    from its last epoch (:mod:`prune.metacheckpoint`); the checkpoint goes once the result is saved.
     Usage: ``meta_train(metanet, models[:8], models[8:], train_loader, holdout_loader, MetaTrainConfig(epochs=30))``
     """
     if not collection or not held_out:
@@ -285,12 +289,28 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
                         "(--data-models 2 or more)")
     optimizer = torch.optim.AdamW(metanet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
-    result = MetaTrainResult()
-    best_state = copy.deepcopy(metanet.state_dict())
-    selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
-    result.best_score = selection["score"]
-    result.history.append({"epoch": 0, **selection})
-    bar = tqdm(range(1, config.epochs + 1), desc="meta-train", unit="epoch", disable=not config.progress)
+    generator = _shuffle_generator(train_batches)
+    saved = load_meta_checkpoint(checkpoint_dir, metanet, optimizer, generator) if checkpoint_dir else None
+    if saved is None:
+        result, best_state = MetaTrainResult(), copy.deepcopy(metanet.state_dict())
+        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+        result.best_score = selection["score"]
+        result.history.append({"epoch": 0, **selection})
+        done = 0
+    else:
+        result, best_state = MetaTrainResult(saved.history, saved.best_epoch, saved.best_score), saved.best
+        done = scheduler.last_epoch = saved.epoch  # the step schedule counts epochs
+        log(f"meta-training resumed after epoch {done}")
+
+    def checkpoint(epoch: int) -> None:
+        if checkpoint_dir is not None:
+            save_meta_checkpoint(checkpoint_dir, MetaState(metanet, optimizer, epoch, result.history,
+                                                           result.best_epoch, result.best_score, best_state), generator)
+
+    if saved is None:
+        checkpoint(0)
+    bar = tqdm(range(done + 1, config.epochs + 1), desc="meta-train", unit="epoch", initial=done,
+               total=config.epochs, disable=not config.progress)
     for epoch in bar:
         metanet.train()
         sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0, "reg_to_ce_grad": 0.0}
@@ -314,6 +334,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         if score > result.best_score:
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(metanet.state_dict())
+        checkpoint(epoch)
     bar.close()
     metanet.load_state_dict(best_state)
     log(f"meta-training kept epoch {result.best_epoch} (held-out accuracy at {config.select_speedup}x without "
@@ -323,7 +344,14 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         folder = save_metanet(metanet, save_dir)
         atomic_write_json(Path(folder) / HISTORY_FILE, {"best_epoch": result.best_epoch,
                                                         "best_score": result.best_score, "history": result.history})
+        if checkpoint_dir is not None:
+            remove_meta_checkpoint(checkpoint_dir)
     return result
+
+
+def _shuffle_generator(batches: Iterable[Batch]) -> torch.Generator | None:
+    """The generator that shuffles a DataLoader (or the one a ``_Limited`` view reads): part of the state."""
+    return getattr(getattr(batches, "loader", batches), "generator", None)
 
 
 # ------------------------------------------------------------------------------------- the collection
@@ -443,5 +471,5 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
                              select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
                              progress=recipe.train.progress)
     meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
-               save_dir=folder / "metanet", log=log)
+               save_dir=folder / "metanet", log=log, checkpoint_dir=folder / PHASES_DIR / "metatrain")
     return metanet

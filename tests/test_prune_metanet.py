@@ -250,3 +250,43 @@ def test_norm_concentration_is_the_top_channels_share_of_the_group_norm():
                 if isinstance(module, torch.nn.Conv2d):
                     module.weight[:, int(0.3 * module.weight.shape[1]):].mul_(1e-3)
     assert norm_concentration(model, example) > 0.99
+
+
+def test_interrupted_meta_training_resumes_to_the_same_metanetwork(tmp_path, monkeypatch):
+    import prune.metatrain as metatrain
+
+    collection, held_out = [tiny_data_model(0)], [tiny_data_model(1)]
+    examples = [{"pixel_values": batch["pixel_values"][i], "labels": batch["labels"][i]}
+                for batch in batches(3) for i in range(16)]
+
+    def run(folder, log=None):
+        torch.manual_seed(0)
+        metanet = MetaNetwork(collection[0].graph.layout.node_dim, hidden=8, layers=1)
+        loader = torch.utils.data.DataLoader(examples, batch_size=16, shuffle=True,
+                                             generator=torch.Generator().manual_seed(3))
+        config = MetaTrainConfig(epochs=3, lr=1e-2, milestones=(2,), select_speedup=1.3, progress=False)
+        result = meta_train(metanet, collection, held_out, loader, batches(1, seed=2), config,
+                            save_dir=folder / "metanet", log=(log if log is not None else []).append,
+                            checkpoint_dir=folder / "checkpoint")
+        return result, metanet
+
+    expected, expected_net = run(tmp_path / "whole")
+    real, calls = metatrain.selection_score, {"n": 0}
+
+    def stop_in_epoch_two(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 0 and 1 were scored and checkpointed; epoch 2's steps ran
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(metatrain, "selection_score", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(metatrain, "selection_score", real)
+    log: list[str] = []
+    resumed, resumed_net = run(tmp_path / "cut", log)
+    assert "meta-training resumed after epoch 1" in log
+    assert resumed.history == expected.history and resumed.best_epoch == expected.best_epoch
+    for name, value in expected_net.state_dict().items():
+        assert torch.equal(resumed_net.state_dict()[name], value), name
+    assert not (tmp_path / "cut" / "checkpoint").exists()  # gone once the metanetwork is saved
