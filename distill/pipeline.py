@@ -42,6 +42,7 @@ from distill.objectives.layer_maps import FeatureKind
 from distill.objectives.tokens import summary
 from distill.teachers import Teacher
 from shrink.errors import UserError
+from shrink.progress import bars_on
 from shrink.train import forward_logits
 
 INDEX_KEY = "example_index"
@@ -118,7 +119,7 @@ def teacher_logits(teacher: Teacher, dataset: Dataset, collate: Callable[[list],
     teacher.to(device)
     loader = DataLoader(IndexedExamples(dataset), batch_size=batch_size, shuffle=False, collate_fn=collate)
     rows = []
-    for batch in tqdm(loader, desc="teacher outputs", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc="teacher outputs", unit="batch", disable=not bars_on(progress)):
         _, inputs, _ = split_batch(batch)
         rows.append(teacher.logits({k: v.to(device) for k, v in inputs.items()}).float().cpu())
     return torch.cat(rows)

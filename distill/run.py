@@ -73,7 +73,7 @@ STAGES_DIR = "stages"
 STAGE_RESULT, STAGE_FINAL, STAGE_BEST = "metrics.json", "final", "best"
 SAMPLE_SIZE = 2  # examples in the batch that sizes the intermediate objectives
 # Keys of a teacher-phase recipe that do not change what is trained.
-PHASE_IGNORED = {("output_dir",), ("train", "progress")}
+PHASE_IGNORED = {("output_dir",), ("train", "progress"), ("train", "verbosity")}
 
 
 @dataclass

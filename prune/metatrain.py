@@ -48,6 +48,7 @@ from shrink.errors import UserError
 from shrink.experiment import Experiment, load_task, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.models.io import SPEC_FILE
+from shrink.progress import bars_on, lines_on
 from shrink.runs import atomic_write_json
 from shrink.train import Batch, evaluate_model
 
@@ -310,7 +311,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     if saved is None:
         checkpoint(0)
     bar = tqdm(range(done + 1, config.epochs + 1), desc="meta-train", unit="epoch", initial=done,
-               total=config.epochs, disable=not config.progress)
+               total=config.epochs, disable=not bars_on(config.progress))
     for epoch in bar:
         metanet.train()
         sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0, "reg_to_ce_grad": 0.0}
@@ -328,9 +329,12 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
                  "skipped": sums["skipped"], **selection}
         result.history.append(entry)
-        bar.set_postfix(ce=f"{entry['ce']:.3f}", reg=f"{entry['reg']:.3f}",
-                        reg_to_ce_grad=f"{entry['reg_to_ce_grad']:.2f}", score=f"{score:.4f}",
-                        top40=f"{selection['concentration']:.3f}")
+        figures = {"ce": f"{entry['ce']:.3f}", "reg": f"{entry['reg']:.3f}",
+                   "reg_to_ce_grad": f"{entry['reg_to_ce_grad']:.2f}", "score": f"{score:.4f}",
+                   "top40": f"{selection['concentration']:.3f}"}
+        bar.set_postfix(figures)
+        if lines_on(config.progress):
+            log(f"meta-train epoch {epoch}/{config.epochs}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         if score > result.best_score:
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(metanet.state_dict())

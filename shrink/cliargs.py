@@ -73,7 +73,7 @@ def table_overrides(args: argparse.Namespace, table: FlagTable) -> dict[str, Any
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """Add --recipe, the recipe-override flags, --set, --resume, --overwrite and --no-progress."""
+    """Add --recipe, the recipe-override flags, --set, --resume, --overwrite, --no-progress, --quiet, --verbose."""
     parser.add_argument("--recipe", help="recipe name (see `shrink recipes`) or YAML file")
     for dest, (key, kind, text) in TRAINING_FLAGS.items():
         flag = "--" + dest.replace("_", "-")
@@ -83,7 +83,13 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="override any recipe key, e.g. --set train.warmup_ratio=0.1")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (bars appear only on a terminal; elsewhere one line per epoch)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
+                          help="neither bars nor per-epoch lines: only the results and errors")
+    loudness.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",
+                          help="per-epoch lines also beside the progress bars")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +97,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = table_overrides(args, TRAINING_FLAGS)
     if getattr(args, "no_progress", False):
         overrides["train.progress"] = False
+    if getattr(args, "verbosity", None):
+        overrides["train.verbosity"] = args.verbosity
     for item in getattr(args, "set", []):
         key, sep, value = item.partition("=")
         if not sep or not key:

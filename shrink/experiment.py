@@ -36,8 +36,8 @@ HOLDOUT_FRACTION = 0.1
 # AdamW peak rates that suit each family when the recipe names none.
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
 # Recipe keys that do not change what a run computes, so --resume may change them.
-RESUME_FREE_KEYS = {"output_dir", "data.data_dir", "train.progress", "train.num_workers", "train.checkpoint_every",
-                    "train.keep_checkpoints", "train.eval_batch_size"}
+RESUME_FREE_KEYS = {"output_dir", "data.data_dir", "train.progress", "train.verbosity", "train.num_workers",
+                    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size"}
 
 
 @dataclass

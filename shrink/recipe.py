@@ -97,6 +97,7 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0)
     progress: bool = True
+    verbosity: Literal["quiet", "normal", "verbose"] = "normal"
 
     @model_validator(mode="after")
     def _milestones_match_schedule(self) -> TrainConfig:

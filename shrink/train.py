@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from shrink.checkpoints import latest_checkpoint, write_manifest
 from shrink.errors import UserError
 from shrink.optim import make_optimizer, make_scheduler
+from shrink.progress import bars_on, lines_on
 from shrink.recipe import TrainConfig
 from shrink.runs import RunDir, atomic_write_json
 
@@ -208,6 +209,7 @@ class Trainer:
                                    self.accelerator.num_processes)
         self.scheduler = self.accelerator.prepare(scheduler)
         self.progress = _Progress()
+        self.name = run.path.name if run is not None else "train"  # names the bar and lines of each phase
 
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
@@ -216,8 +218,9 @@ class Trainer:
         if self.resume:
             self._load_latest_checkpoint()
         prog = self.progress
-        bar = tqdm(total=self.total_steps, initial=prog.step, desc="train", unit="step",
-                   disable=not (self.config.progress and self.accelerator.is_local_main_process))
+        bar = tqdm(total=self.total_steps, initial=prog.step, desc=self.name, unit="step",
+                   disable=not (bars_on(self.config.progress, self.config.verbosity)
+                                and self.accelerator.is_local_main_process))
         running_loss, window_start, window_samples = None, time.perf_counter(), 0
         while prog.step < self.total_steps:
             self._train_mode()
@@ -298,6 +301,11 @@ class Trainer:
                 prog.best_score, prog.best_epoch, prog.best = score, prog.epoch + 1, metrics
                 self._save_model("best")
         prog.history.append(entry)
+        if lines_on(self.config.progress, self.config.verbosity):
+            epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+            figures = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))
+            self.accelerator.print(f"{self.name} epoch {entry['epoch']}/{epochs} (step {prog.step}/"
+                                   f"{self.total_steps}): {figures}", flush=True)
         prog.epoch += 1
         prog.batches_in_epoch, prog.epoch_loss_sum = 0, 0.0
         self._checkpoint()

@@ -308,3 +308,14 @@ def test_a_hugging_face_model_from_pretrained_trains_with_dropout(tmp_path):
     Trainer(model, RandomTokens(), RandomTokens(), collate=token_collate, config=config(epochs=2, batch_size=8),
             step=recording_step(modes)).fit()
     assert len(modes) == 4 and all(modes)
+
+
+def test_piped_output_gets_one_line_per_epoch_and_no_bar(capsys):
+    """In a log file (stderr not a terminal) a bar's carriage returns are noise: one line per epoch instead."""
+    make_trainer(epochs=2, progress=True).fit()
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("train epoch")]
+    assert [line.split(" (")[0] for line in lines] == ["train epoch 1/2", "train epoch 2/2"]
+    assert "train_loss" in lines[0] and "accuracy" in lines[0] and "\r" not in out + err
+    make_trainer(epochs=2, progress=True, verbosity="quiet").fit()
+    assert "epoch" not in capsys.readouterr().out
