@@ -129,14 +129,15 @@ def _group_squares(members: Sequence[GroupMember], squares: Sequence[torch.Tenso
     return total
 
 
-def norm_concentration(model: nn.Module, example_input: torch.Tensor, top: float = 0.4) -> float:
+def norm_concentration(groups: Sequence[Sequence[GroupMember]], params: Mapping[str, torch.Tensor],
+                       top: float = 0.4) -> float:
     """Share of the squared group-L2 norm held by the strongest ``top`` fraction of prunable channels (all
-    groups ranked together): how much of the network pruning by norm would keep. Meta-training should raise it.
-    Usage: ``norm_concentration(apply_metanet(metanet, model), torch.zeros(1, 3, 32, 32))``
+    ``groups`` ranked together): how much of the network pruning by norm would keep. Meta-training should
+    raise it. ``groups`` (from :func:`regularizer_groups`) serve every network of the same structure.
+    Usage: ``norm_concentration(item.groups, dict(apply_metanet(metanet, item.model).named_parameters()))``
     """
-    params = dict(model.named_parameters())
     channels = torch.cat([_group_squares(members, [_channel_squares(params[m.param].detach(), m) for m in members])
-                          for members in regularizer_groups(model, example_input)])
+                          for members in groups])
     strongest = channels.sort(descending=True).values[: max(1, math.ceil(top * len(channels)))]
     return float(strongest.sum() / channels.sum())
 
@@ -266,7 +267,7 @@ def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_bat
     scores, shares = [], []
     for item in held_out:
         pruned = apply_metanet(metanet, item.model, item.example_input)
-        shares.append(norm_concentration(pruned, item.example_input))
+        shares.append(norm_concentration(item.groups, dict(pruned.named_parameters())))  # same structure
         prune_model(pruned, item.example_input, speedup=speedup)
         recalibrate_batchnorm(pruned, calibration_batches)
         scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])

@@ -241,7 +241,8 @@ def test_norm_concentration_is_the_top_channels_share_of_the_group_norm():
         for module in model.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
                 module.weight.fill_(1.0)
-    even = norm_concentration(model, example)
+    groups = regularizer_groups(model, example)
+    even = norm_concentration(groups, dict(model.named_parameters()))
     assert 0.4 <= even < 0.9  # equal weights: no more than fan-in differences between groups
     with torch.no_grad():  # all but the first 30% of every layer's channels nearly vanish
         for module in model.modules():
@@ -249,7 +250,7 @@ def test_norm_concentration_is_the_top_channels_share_of_the_group_norm():
                 module.weight[int(0.3 * module.weight.shape[0]):].mul_(1e-3)
                 if isinstance(module, torch.nn.Conv2d):
                     module.weight[:, int(0.3 * module.weight.shape[1]):].mul_(1e-3)
-    assert norm_concentration(model, example) > 0.99
+    assert norm_concentration(groups, dict(model.named_parameters())) > 0.99
 
 
 def test_interrupted_meta_training_resumes_to_the_same_metanetwork(tmp_path, monkeypatch):
