@@ -19,6 +19,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,12 +77,10 @@ def current_umask() -> int:
 
     Usage: ``FILE_MODE & ~current_umask()  # 0o644 under the usual 022``
     """
-    try:
+    with contextlib.suppress(OSError):  # no /proc: fall through to set-and-restore
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
-    except OSError:
-        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -229,7 +228,7 @@ class RunDir:
         except UserError:  # the replacing process is alive: not ours to touch
             return
         try:
-            if _has_content(self.path, ignore=STUB_FILES):
+            if self._has_work():
                 shutil.rmtree(self._aside)
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
