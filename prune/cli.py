@@ -7,7 +7,8 @@ finetuned version (``RUN/transformed``); then pruning to the target with the nam
 (optionally with KD from the base model) into ``RUN/model``, the measurements, ``metrics.json``,
 ``report.md``, ``accuracy_vs_speedup.png`` and, with ``--export-onnx``, ``RUN/model.onnx``. Each training phase
 (the base, the data models, the finetunes) checkpoints into ``RUN/phases/`` while it runs, so ``--resume``
-continues it mid-way; the folder goes once the pruned model is saved. Meta-training resumes per stage only.
+continues it mid-way; the folder goes once the pruned model is saved. Meta-training checkpoints each
+meta-epoch there too (:mod:`prune.metacheckpoint`).
 ``prune metatrain`` runs only the metanetwork stage.
 
 Usage::
