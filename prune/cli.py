@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -35,7 +34,8 @@ from prune.config import PruneRecipe
 from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
-from prune.metatrain import example_input, given_collection, light_prune, recalibrate_batchnorm, train_metanet
+from prune.metatrain import (example_input, given_collection, light_prune, recalibrate_batchnorm, shuffled_loader,
+                             train_metanet)
 from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
                           torch_pruning_macs)
 from shrink.bench import count_macs, count_parameters, size_on_disk
@@ -137,9 +137,7 @@ def transformed_start(recipe: PruneRecipe, experiment: Experiment, run: RunDir, 
 
     def transform() -> nn.Module:
         moved = apply_metanet(metanet, light, example_input(experiment))
-        shuffled = DataLoader(experiment.task.train, batch_size=recipe.train.batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(recipe.train.seed), collate_fn=experiment.collate)
-        recalibrate_batchnorm(moved, shuffled)
+        recalibrate_batchnorm(moved, shuffled_loader(experiment.task.train, recipe, experiment))
         finetune(experiment, moved, recipe.prune.metanet_finetune.apply(recipe.train),
                  checkpoints=run / PHASES_DIR / "transformed")
         return moved

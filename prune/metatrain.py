@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from prune.config import DEFAULT_SPEEDUP, PruneRecipe
@@ -424,12 +424,19 @@ def meta_loaders(recipe: PruneRecipe, experiment: Experiment) -> tuple[DataLoade
     if held >= len(order):
         raise UserError(f"the training split has {len(order)} examples: too few to hold back a validation part")
     plain = load_task(recipe.model_copy(update={"data": recipe.data.model_copy(update={"augment": False})}))
-    batch = recipe.train.batch_size
-    generator = torch.Generator().manual_seed(recipe.train.seed)
-    train = DataLoader(Subset(train_set, order[held:]), batch_size=batch, shuffle=True, generator=generator,
-                       collate_fn=experiment.collate)
-    val = DataLoader(Subset(plain.train, order[:held]), batch_size=batch, collate_fn=experiment.collate)
+    train = shuffled_loader(Subset(train_set, order[held:]), recipe, experiment)
+    val = DataLoader(Subset(plain.train, order[:held]), batch_size=recipe.train.batch_size,
+                     collate_fn=experiment.collate)
     return train, val
+
+
+def shuffled_loader(dataset: Dataset, recipe: PruneRecipe, experiment: Experiment) -> DataLoader:
+    """Batches of ``dataset`` shuffled by a generator seeded from the recipe: the same order on every run, and
+    the generator is the loader's whole state (meta-training checkpoints it).
+    Usage: ``recalibrate_batchnorm(model, shuffled_loader(experiment.task.train, recipe, experiment))``
+    """
+    return DataLoader(dataset, batch_size=recipe.train.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(recipe.train.seed), collate_fn=experiment.collate)
 
 
 class _Limited:
