@@ -164,15 +164,12 @@ def export_onnx(
         report.files = sorted(item.name for item in staging.iterdir())
         for item in staging.iterdir():
             os.replace(item, target.parent / item.name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:  # innermost first; only the folders this call made, and only when empty
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         model.train(was_training)
+        for folder in created:  # innermost first; only the folders this call made, left empty by a failure
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     return report
 
 
