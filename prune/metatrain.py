@@ -238,7 +238,8 @@ def _sum(tensors: Iterable[torch.Tensor | None], like: torch.Tensor) -> torch.Te
     return sum(present[1:], present[0]) if present else torch.zeros_like(like)
 
 
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], examples: int = CALIBRATION_EXAMPLES) -> nn.Module:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch],
+                          examples: int = CALIBRATION_EXAMPLES) -> nn.Module:
     """Replace ``model``'s BatchNorm running statistics by their average over about ``examples`` images of
     ``batches`` (torch's ``update_bn``); its training mode is kept. A metanetwork or a prune changes the
     weights but not the statistics, so without this a better network can score worse.

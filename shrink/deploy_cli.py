@@ -280,8 +280,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("source", help="run directory (RUN/model + RUN/recipe.yaml) or a saved model folder")
     parser.add_argument("--onnx", help="output .onnx path (default: SOURCE/model.onnx)")
-    parser.add_argument("--opset", type=int, help="ONNX opset, refused when the model cannot be converted to it (default: 17 where the "
-                        "model converts, else the exporter's own; the table shows which)")
+    parser.add_argument("--opset", type=int,
+                        help="ONNX opset, refused when the model cannot be converted to it (default: 17 where the "
+                             "model converts, else the exporter's own; the table shows which)")
     parser.add_argument("--quantize", metavar="MODE",
                         help=f"also write MODEL.int8.onnx: {', '.join(QUANTIZATIONS.names())} "
                              "(int8: dynamic for transformers, static with calibration for CNNs)")
