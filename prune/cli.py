@@ -45,6 +45,7 @@ from shrink.errors import cli_entry
 from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
+from shrink.modelcard import ModelCard
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_write_json
 from shrink.timing import latency_columns
@@ -266,8 +267,12 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
     intro = (f"{metrics['model']} on {experiment.task.name}, method `{metrics['method']}`, target "
              f"{metrics['target']}; speed-up = base MACs / pruned MACs (convs and linears, PyTorch's FLOP counter; "
              "Torch-Pruning's count, which papers quote, adds BatchNorm, ReLU and pooling).")
+    card = ModelCard(method=f"{metrics['model']} pruned with `prune` (method {metrics['method']}) to {speedup:.2f}x "
+                     f"fewer MACs, dev {metric} {figures['pruned']['dev'][metric]:.4f} against the base model's "
+                     f"{figures['base']['dev'][metric]:.4f}", base_model=metrics["model"],
+                     dataset=experiment.task.name, metrics=figures["pruned"]["dev"], tags=["pruning"])
     publish(run, metrics, f"prune ({metrics['method']})", intro, [("result", rows)],
-            footer=f"![accuracy against speed-up]({PLOT_FILE})\n")
+            footer=f"![accuracy against speed-up]({PLOT_FILE})\n", card=card)
     return metrics
 
 

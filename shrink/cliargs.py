@@ -24,6 +24,11 @@ def float_list(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part.strip()]
 
 
+def name_list(text: str) -> list[str]:
+    """A comma-separated list of names. Usage: ``name_list("tensorboard,mlflow") == ["tensorboard", "mlflow"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 # flag dest -> (recipe key, type (a str -> value converter), help)
 FlagTable = dict[str, tuple[str, Callable[[str], Any], str]]
 
@@ -54,6 +59,8 @@ TRAINING_FLAGS: FlagTable = {
     "select_on": ("train.select_on", str, "where the best epoch is chosen: dev (default) or train-holdout "
                   "(a seeded 10%% of the training data, so the dev split is only reported)"),
     "checkpoint_every": ("train.checkpoint_every", int, "also checkpoint every N optimizer steps"),
+    "report_to": ("train.report_to", name_list, "experiment trackers for loss, lr and dev metrics: tensorboard, "
+                  "wandb and/or mlflow (comma-separated; TensorBoard and MLflow write to RUN/logs)"),
     "out": ("output_dir", str, "run directory"),
 }
 

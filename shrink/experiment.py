@@ -26,6 +26,7 @@ from shrink.data import TaskData, load_task_data, make_collate
 from shrink.errors import UserError
 from shrink.models import create_model, model_modality, name_labels, save_model
 from shrink.recipe import Recipe, TrainConfig, read_yaml, save_recipe
+from shrink.modelcard import ModelCard
 from shrink.report import publish
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir
 from shrink.timing import latency_columns
@@ -37,7 +38,7 @@ HOLDOUT_FRACTION = 0.1
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
 # Recipe keys that do not change what a run computes, so --resume may change them.
 RESUME_FREE_KEYS = {"output_dir", "data.data_dir", "train.progress", "train.verbosity", "train.num_workers",
-                    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size"}
+                    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size", "train.report_to"}
 
 
 @dataclass
@@ -246,5 +247,9 @@ def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, An
                **latency_columns({"1": figures["latency"]["1"]})}
     intro = (f"{recipe.model.name} trained on {experiment.task.name}; the best epoch was chosen on "
              f"{selected_on(recipe.train)} (the training history's scores are on that split).")
-    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])])
+    card = ModelCard(method=f"{recipe.model.name} trained with `shrink train` (best epoch chosen on "
+                     f"{selected_on(recipe.train)})", base_model=recipe.model.name if experiment.is_transformer else None,
+                     dataset=experiment.task.name, metrics=dev)
+    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])],
+            card=card)
     return metrics

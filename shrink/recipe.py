@@ -74,6 +74,7 @@ class TrainConfig(Section):
     ``milestones`` (epochs) and ``gamma`` belong to ``schedule: multistep``; ``momentum`` to ``optimizer: sgd``.
     ``select_on`` is where the best epoch is chosen: the dev split (whose score is then optimistic), or
     ``train-holdout``, a seeded slice of the training data held out of training, so dev is only reported.
+    ``report_to`` names experiment trackers that receive the loss, lr and dev metrics (:mod:`shrink.tracking`).
     """
 
     epochs: float = Field(3, gt=0)
@@ -98,6 +99,7 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     verbosity: Literal["quiet", "normal", "verbose"] = "normal"
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _milestones_match_schedule(self) -> TrainConfig:

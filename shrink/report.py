@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from shrink.modelcard import ModelCard, write_model_card
+
 if TYPE_CHECKING:
     from shrink.runs import RunDir
 
@@ -57,13 +59,17 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def publish(run: "RunDir", metrics: dict[str, Any], command: str, intro: str,
-            sections: Sequence[tuple[str, Sequence[dict[str, Any]]]], footer: str = "") -> None:
+            sections: Sequence[tuple[str, Sequence[dict[str, Any]]]], footer: str = "",
+            card: ModelCard | None = None) -> None:
     """Print each section as a table, write the same tables to report.md, and mark the run complete.
 
-    The last section is the result, printed last so it is what stays on screen.
+    The last section is the result, printed last so it is what stays on screen. ``card`` is written into
+    the saved model folder (``RUN/model/README.md``).
     Usage: ``publish(run, metrics, "shrink train", "", [("history", rows), ("result", [summary])])``
     """
     for heading, rows in sections:
         print_table(f"{command} {heading}: {run.path}" if heading == sections[-1][0] else heading, rows)
+    if card is not None and (run / "model").is_dir():
+        write_model_card(run / "model", card)
     body = "".join(f"## {heading.capitalize()}\n\n{markdown_table(rows)}\n" for heading, rows in sections)
     run.finish(metrics, f"# {command}\n\nRun: `{run.path}`\n\n{intro}\n\n{body}{footer}")
