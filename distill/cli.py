@@ -17,7 +17,8 @@ import argparse
 from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
-from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
+from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
+                            table_overrides)
 from shrink.errors import cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
@@ -56,13 +57,16 @@ INTERMEDIATE_FLAGS: FlagTable = {
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``distill``. Usage: ``build_parser().parse_args(["--demo"])``."""
     parser = argparse.ArgumentParser(prog="distill", description="Distill a teacher into a student (Distiller, "
-                                     "MI-alpha, TinyBERT stages, vision KD); writes one run directory")
+                                     "MI-alpha, TinyBERT stages, vision KD); writes one run directory",
+                                     **help_style(__doc__))
     parser.add_argument("--demo", action="store_true",
                         help=f"run the shipped {DEMO_RECIPE} recipe offline (replaces its previous run unless --resume)")
+    for table, title in ((DISTILL_FLAGS, "teacher and student"), (STAGE_FLAGS, "prediction-layer objective"),
+                         (INTERMEDIATE_FLAGS, "intermediate objective")):
+        add_flag_table(parser, table, title)
+    flag_group(parser, "teacher and student").add_argument(
+        "--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
     add_training_flags(parser)
-    for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
-        add_flag_table(parser, table)
-    parser.add_argument("--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
     return parser
 
 

@@ -385,17 +385,14 @@ def _inputs_and_data(view: TaskView | None, tokenizer: Any, split: str, shape: t
 
 
 def bench_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The table ``shrink bench`` prints: one row per model, median latency (or a noise flag) and IQR per batch
+    """The table ``shrink bench`` prints: one row per model, median latency (or a noise flag) and p90 per batch
     size, the primary metric."""
-    from shrink.timing import shown
+    from shrink.timing import latency_columns
 
     rows = []
     for record in records:
         row = {"model": record["target"], "runtime": record["runtime"], "params": record["params"],
-               "MACs": record["macs"], "MB": record["size_bytes"] / 1e6}
-        for size, latency in record["latency"].items():
-            row[f"b{size} median ms"] = shown(latency)
-            row[f"b{size} IQR ms"] = latency["iqr_ms"]
+               "MACs": record["macs"], "MB on disk": record["size_bytes"] / 1e6, **latency_columns(record["latency"])}
         if record.get("metrics"):
             name = record["primary_metric"]
             row[f"{record['split']} {name}"] = record["metrics"][name]

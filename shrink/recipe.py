@@ -152,6 +152,22 @@ def list_recipes() -> list[str]:
     return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
+# A recipe's method section names the command that runs it; one without is a `shrink train` recipe.
+SECTION_COMMANDS = {"distill": "distill", "prune": "prune", "assemble": "assemble"}
+
+
+def describe_recipe(name: str) -> tuple[str, str]:
+    """The command a recipe is for and the first sentence of the comment at its top.
+
+    Usage: ``command, summary = describe_recipe("demo")``
+    """
+    path = recipe_path(name)
+    text = path.read_text(encoding="utf-8")
+    command = next((cmd for key, cmd in SECTION_COMMANDS.items() if key in read_yaml(path)), "shrink train")
+    first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+    return command, first.split(". ")[0].split(" (")[0].rstrip(".:")
+
+
 def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     """Parse a YAML mapping with the safe loader; UserError on syntax errors or a non-mapping."""
     try:

@@ -83,4 +83,7 @@ def _split(folder: Path, prefix: str, what: str) -> Split:
 
 
 for _name in IDX_DATASETS:
-    DATASETS.add(_name, functools.partial(load_idx_dataset, _name), IDX_DATASETS[_name].aliases)
+    _default = IDX_DATASETS[_name].default_dir
+    DATASETS.add(_name, functools.partial(load_idx_dataset, _name), IDX_DATASETS[_name].aliases,
+                 summary=f"{len(IDX_DATASETS[_name].label_names)} classes of 28x28 grey images (MNIST idx files); "
+                         f"needs --data-dir" + (f" (default {_default})" if _default else ""))

@@ -21,7 +21,9 @@ DEV_FOLDERS = ("dev", "val", "validation")
 WHAT = "a folder with train/<class>/*.png|jpg and dev/<class>/... (or val/)"
 
 
-@DATASETS.register("image-folder", aliases=("imagefolder", "images"))
+@DATASETS.register("image-folder", aliases=("imagefolder", "images"),
+                   summary="your images in class folders, image-folder[:HxW]; needs --data-dir with train/<class>/ "
+                           "and dev/ (or val/)")
 @takes_spec
 def load_image_folder(request: LoadRequest) -> TaskData:
     """Read the class folders under ``request.data_dir``. Usage: ``load_image_folder(request)``."""

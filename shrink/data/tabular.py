@@ -17,7 +17,9 @@ WHAT = "a folder with train.{csv,tsv,jsonl} and dev.{csv,tsv,jsonl}"
 DEV_STEMS = ("dev", "validation", "val")
 
 
-@DATASETS.register("text-files", aliases=("text-file", "csv", "tsv", "jsonl"))
+@DATASETS.register("text-files", aliases=("text-file", "csv", "tsv", "jsonl"),
+                   summary="your text data as CSV, TSV or JSON-lines; needs --data-dir with train.* and dev.* "
+                           "(columns: --text-column, --text-pair-column, --label-column)")
 def load_text_files(request: LoadRequest) -> TaskData:
     """Read the train/dev/test files of ``request.data_dir``. Usage: ``load_text_files(request)``."""
     folder = request.folder(WHAT)
