@@ -236,7 +236,8 @@ def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, An
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
         "primary_metric": experiment.task.metrics[0], "dev": dev, "best_epoch": result.best_epoch,
         "selected_on": recipe.train.select_on, "selection_score": result.best,
-        "final_epoch_dev": result.final, "steps": result.steps,
+        # the last epoch's scores are on the selection split: dev, or the training holdout
+        f"final_epoch_{'dev' if recipe.train.select_on == 'dev' else 'holdout'}": result.final, "steps": result.steps,
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
         **figures, "history": result.history,
     }
