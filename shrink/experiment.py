@@ -143,12 +143,21 @@ def selection_splits(task: TaskData, config: TrainConfig) -> tuple[Dataset, Data
     """
     if config.select_on == "dev":
         return task.train, task.dev
-    total = len(task.train)  # type: ignore[arg-type]
-    held = max(1, round(total * HOLDOUT_FRACTION))
+    size = len(task.train)  # type: ignore[arg-type]
+    kept, held = holdout_split(size, HOLDOUT_FRACTION, config.seed, "--select-on train-holdout")
+    return Subset(task.train, kept), Subset(task.train, held)
+
+
+def holdout_split(total: int, fraction: float, seed: int, needed_by: str) -> tuple[list[int], list[int]]:
+    """(kept, held-out) sorted indices of ``total`` examples, a seeded ``fraction`` held out (at least one).
+
+    Usage: ``train_idx, held_idx = holdout_split(len(dataset), 0.1, seed=3, needed_by="--select-on")``
+    """
+    held = max(1, round(total * fraction))
     if held >= total:
-        raise UserError(f"--select-on train-holdout needs more than {total} training examples")
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(config.seed)).tolist()
-    return Subset(task.train, sorted(order[held:])), Subset(task.train, sorted(order[:held]))
+        raise UserError(f"{needed_by} needs more than {total} training examples to hold some out")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[held:]), sorted(order[:held])
 
 
 def selected_on(config: TrainConfig) -> str:
@@ -249,8 +258,8 @@ def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, An
     intro = (f"{recipe.model.name} trained on {experiment.task.name}; the best epoch was chosen on "
              f"{selected_on(recipe.train)} (the training history's scores are on that split).")
     card = ModelCard(method=f"{recipe.model.name} trained with `shrink train` (best epoch chosen on "
-                     f"{selected_on(recipe.train)})", base_model=recipe.model.name if experiment.is_transformer else None,
-                     dataset=experiment.task.name, metrics=dev)
+                     f"{selected_on(recipe.train)})", dataset=experiment.task.name, metrics=dev,
+                     base_model=recipe.model.name if experiment.is_transformer else None)
     publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])],
             card=card)
     return metrics
