@@ -62,6 +62,7 @@ class DataSection(Section):
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    domain_column: str | None = None
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
