@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from distill.moe.adapt import MetaStudent, evaluate_domains, predict_domain
@@ -213,3 +214,4 @@ def test_two_gloo_processes_give_the_meta_gradient_of_one_process_with_both_task
     distributed = load_file(out)
     for index, param in enumerate(params):
         assert torch.allclose(distributed[str(index)], param.grad, atol=1e-6, rtol=1e-5), index
+    assert abs(float(safe_open(str(out), "pt").metadata()["loss"]) - loss) < 1e-6

@@ -36,7 +36,7 @@ from distill.moe.adapt import MetaStudent, evaluate_domains
 from distill.moe.aggregator import Aggregator
 from distill.moe.config import MoESection
 from distill.moe.experts import feature_size
-from distill.moe.metatrain import meta_train
+from distill.moe.metatrain import check_first_order, meta_train
 from distill.pipeline import same_tokenizer
 from distill.teachers import MetaDMoETeacher, load_teacher_member, model_source
 from shrink.data import TaskData, make_collate
@@ -110,6 +110,7 @@ def plan_meta_dmoe(recipe: DistillRecipe) -> MoEPlan:
     agg = section.aggregator
     aggregator = Aggregator(feature_size(experts[0]), task.num_labels, agg.depth, agg.heads, agg.mlp_ratio, agg.dropout)
     collate = make_collate(task, tokenizer, recipe.data.max_length)
+    check_first_order(section.meta.first_order, section.meta.freeze_aggregator)
     return MoEPlan(recipe, task, split, domain_to_expert, experts, not section.experts, student, tokenizer, collate,
                    aggregator)
 

@@ -30,7 +30,8 @@ def rotate_images(images: torch.Tensor, degrees: float, chunk: int = 4096) -> to
     if degrees == 0:
         return images.clone()
     angle = math.radians(degrees)
-    theta = torch.tensor([[math.cos(angle), math.sin(angle), 0.0], [-math.sin(angle), math.cos(angle), 0.0]])
+    # Output pixel (x, y) reads input R(-angle)(x, y); y points down, so this turns the picture counter-clockwise.
+    theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]])
     rotated = []
     for block in images.split(chunk):
         grid = F.affine_grid(theta.expand(len(block), 2, 3), list(block.shape), align_corners=False)
