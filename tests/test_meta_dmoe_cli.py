@@ -147,3 +147,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_shipped_recipe_validates_and_fixed_clusters_are_checked(tmp_path, capsys):
+    from distill.config import DistillRecipe
+    from shrink.recipe import load_recipe
+
+    recipe = load_recipe("meta-dmoe-rotated", DistillRecipe)
+    assert recipe.moe.test_domains == ["0", "75"] and recipe.moe.meta.support == 32 and recipe.moe.train_experts == 2
+    with pytest.raises(SystemExit):
+        main([*TINY, "--train-experts", "2", "--set", "moe.domain_to_expert={c0d0: 0}", "--out", str(tmp_path / "r")])
+    assert "moe.domain_to_expert must map every source domain" in capsys.readouterr().err

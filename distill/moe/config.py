@@ -59,6 +59,8 @@ class MoESection(Section):
     default the student's architecture, with ``expert_train`` overriding ``train:``); ``student_train``
     overrides ``train:`` for the student's ERM pre-training. ``test_domains`` are held out whole
     (DomainBed's leave-domains-out); ``holdout_fraction`` of each source domain selects models.
+    ``domain_to_expert`` fixes the clusters (source domain -> expert index, e.g. hospitals by region);
+    unset, the experts' own ``domains.json`` or the seeded random clusters of step 0 (``cluster_seed``) decide.
 
     Usage: ``MoESection(train_experts=4, test_domains=["0", "75"])``
     """
@@ -70,6 +72,7 @@ class MoESection(Section):
     expert_train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
     student_train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
     test_domains: list[str] = Field(default_factory=list)
+    domain_to_expert: dict[str, int] = Field(default_factory=dict)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     cluster_seed: int = 0
     aggregator: AggregatorSection = Field(default_factory=AggregatorSection)

@@ -90,8 +90,8 @@ def plan_meta_dmoe(recipe: DistillRecipe) -> MoEPlan:
     task = load_task(recipe)
     split = split_by_domains(task, section.test_domains, section.holdout_fraction, seed=recipe.train.seed)
     count = len(section.experts) or section.train_experts
-    domain_to_expert = expert_domains(section.experts, split.sources) or \
-        split_domains(split.sources, count, section.cluster_seed)
+    domain_to_expert = given_clusters(section.domain_to_expert, split.sources, count) or \
+        expert_domains(section.experts, split.sources) or split_domains(split.sources, count, section.cluster_seed)
     set_seed(recipe.train.seed)
     if section.experts:
         members = [load_teacher_member(name, task) for name in section.experts]
@@ -113,6 +113,20 @@ def plan_meta_dmoe(recipe: DistillRecipe) -> MoEPlan:
     check_first_order(section.meta.first_order, section.meta.freeze_aggregator)
     return MoEPlan(recipe, task, split, domain_to_expert, experts, not section.experts, student, tokenizer, collate,
                    aggregator)
+
+
+def given_clusters(clusters: dict[str, int], sources: list[str], count: int) -> dict[str, int] | None:
+    """The recipe's own ``domain -> expert`` map, checked to cover the source domains with experts 0..count-1."""
+    if not clusters:
+        return None
+    missing = [domain for domain in sources if domain not in clusters]
+    unknown = sorted(set(clusters) - set(sources))
+    idle = sorted(set(range(count)) - set(clusters.values()))
+    if missing or unknown or idle or any(not 0 <= e < count for e in clusters.values()):
+        raise UserError(f"moe.domain_to_expert must map every source domain to an expert 0..{count - 1}, each expert "
+                        f"getting one at least (missing: {missing or '-'}; not source domains: {unknown or '-'}; "
+                        f"experts without domains: {idle or '-'})")
+    return dict(clusters)
 
 
 def expert_domains(names: list[str], sources: list[str]) -> dict[str, int] | None:
