@@ -175,5 +175,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "comma_list", "apply_stage_flags", "build_parser", "main",
-           "recipe_from_args"]
+__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser",
+           "comma_list", "main", "recipe_from_args"]

@@ -187,7 +187,8 @@ def train_experts(plan: MoEPlan, run: RunDir, resume: bool) -> list[nn.Module]:
         cluster = {d for d, e in plan.domain_to_expert.items() if e == index}
         train = Subset(split.train, [i for i, d in enumerate(split.train_domains) if d in cluster])
         dev = Subset(split.val, [i for i, d in enumerate(split.val_domains) if d in cluster])
-        process_state().print(f"expert {index + 1}/{len(plan.experts)}: training on domains {', '.join(sorted(cluster))}")
+        process_state().print(f"expert {index + 1}/{len(plan.experts)}: training on domains "
+                              f"{', '.join(sorted(cluster))}")
         recipe = phase_recipe(plan, section.expert_model or plan.recipe.model.name,
                               section.expert_args or plan.recipe.model.args, section.expert_train,
                               run / EXPERTS_DIR / f"expert-{index + 1}")

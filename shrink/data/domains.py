@@ -141,7 +141,8 @@ def split_domains(domains: Sequence[str], n_experts: int, seed: int) -> dict[str
                         f"{len(distinct)} ({', '.join(distinct)}); use fewer experts or more domains")
     order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed)).tolist()
     bounds = [round(len(distinct) * k / n_experts) for k in range(n_experts + 1)]
-    return {distinct[order[i]]: expert for expert in range(n_experts) for i in range(bounds[expert], bounds[expert + 1])}
+    return {distinct[order[i]]: expert for expert in range(n_experts)
+            for i in range(bounds[expert], bounds[expert + 1])}
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ def with_domains(dataset: Dataset, table: Table, column: str) -> DomainDataset:
                         "(choose with --domain-column)")
     missing = [number for number, row in enumerate(table.rows, start=1) if row.get(column) in (None, "")]
     if missing:
-        raise UserError(f"{table.path} row {missing[0]}: the domain column '{column}' is empty; give every row a domain")
+        raise UserError(f"{table.path} row {missing[0]}: the domain column '{column}' is empty; "
+                        "give every row a domain")
     return DomainDataset(dataset, [row[column] for row in table.rows])
 
 

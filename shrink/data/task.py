@@ -146,7 +146,8 @@ def load_task_data(
     request = LoadRequest(
         name=DATASETS.canonical(kind), spec=spec if colon else None, data_dir=Path(data_dir) if data_dir else None,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-        domain_column=domain_column, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed, augment=augment,
+        domain_column=domain_column, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        seed=seed, augment=augment,
     )
     task = loader(request)
     return dataclasses.replace(
