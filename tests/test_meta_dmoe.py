@@ -228,12 +228,12 @@ def test_pooled_features_of_resnets_vits_and_bert_and_a_text_meta_step():
         feature, logits = pooled_features(model, {"pixel_values": torch.randn(2, 3, 16, 16)})
         assert feature.shape == (2, 64) and logits.shape == (2, 3)
     tokenizer = synthetic_tokenizer()
-    berts = [create_model("bert-tiny", num_classes=2, tokenizer_fallback=tokenizer)[0] for _ in range(3)]
-    batch = dict(tokenizer(["good movie", "bad plot really"], padding=True, return_tensors="pt"))
+    berts = [create_model("bert-tiny", num_classes=2, tokenizer_fallback=tokenizer)[0].eval() for _ in range(3)]
+    batch = dict(tokenizer(["good movie", "bad plot"], return_tensors="pt"))
     feature, _ = pooled_features(berts[0].eval(), batch)
     teacher = MetaDMoETeacher(berts[:2], aggregator=Aggregator(feature.shape[1], 2, heads=2),
                               domain_to_expert={"a": 0, "b": 1})
-    student = MetaStudent(berts[2], teacher, alpha=0.01)
+    student = MetaStudent(berts[2], teacher, alpha=0.01)  # eval mode, as in meta-training: fused attention
     meta_loss(student, teacher, Episode("a", batch, {**batch, "labels": torch.tensor([1, 0])}, 0), 0.01).backward()
     assert sum(float(p.grad.abs().sum()) for p in teacher.trainable() if p.grad is not None) > 0
     assert set(student.adapt(batch)) == set(student.feature_params())

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -72,12 +73,14 @@ def meta_loss(student: MetaStudent, teacher: MetaDMoETeacher, episode: Episode, 
 
     Usage: ``meta_loss(student, teacher, episode, alpha=0.01).backward()``
     """
-    target = teacher.target(episode.support, episode.exclude)
-    params = student.feature_params()
-    inner = F.mse_loss(student.features(episode.support, params), target)  # mean over S*D (spec Q2)
-    grads = torch.autograd.grad(inner, list(params.values()), create_graph=not first_order)
-    adapted = {name: param - alpha * grad for (name, param), grad in zip(params.items(), grads)}
-    return supervised_loss(student.logits(episode.query, adapted), episode.query["labels"])
+    # The math attention kernel: the fused CPU/GPU kernels of transformers' attention have no double backward.
+    with sdpa_kernel(SDPBackend.MATH):
+        target = teacher.target(episode.support, episode.exclude)
+        params = student.feature_params()
+        inner = F.mse_loss(student.features(episode.support, params), target)  # mean over S*D (spec Q2)
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=not first_order)
+        adapted = {name: param - alpha * grad for (name, param), grad in zip(params.items(), grads)}
+        return supervised_loss(student.logits(episode.query, adapted), episode.query["labels"])
 
 
 def meta_parameters(student: MetaStudent, teacher: MetaDMoETeacher, freeze_aggregator: bool) -> list[nn.Parameter]:
