@@ -130,6 +130,7 @@ def test_rotated_domains_follow_domainbed():
     (["--experts", "{ten},{three}"], "predicts 3 labels"),
     (["--train-experts", "2", "--set", "moe.aggregator.heads=3"], "do not divide the feature size 8"),
     (["--train-experts", "2", "--set", "moe.meta.first_order=true"], "exactly zero gradient"),
+    (["--train-experts", "2", "--set", "moe.meta.stepz=3"], "did you mean 'moe.meta.steps'"),
     ([], "needs experts: pass --experts"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, capsys):
