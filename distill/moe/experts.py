@@ -13,11 +13,12 @@ Usage::
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.data import DataLoader, Dataset
 
 from shrink.errors import UserError
 
@@ -124,12 +125,58 @@ class ExpertPool(nn.Module):
         self.projections.train(mode)
         return self
 
-    def tokens(self, batch: Batch) -> torch.Tensor:
-        """``(B, N, D)``: each expert's pooled feature (no gradient), projected to ``dim`` (with gradient)."""
-        with torch.no_grad():
-            features = [pooled_features(expert, batch, head=head)[0] for expert, head in zip(self.experts, self.heads)]
+    @torch.no_grad()
+    def features(self, batch: Batch) -> list[torch.Tensor]:
+        """Each expert's pooled feature ``(B, D_n)``, without gradient (what may be cached)."""
+        return [pooled_features(expert, batch, head=head)[0] for expert, head in zip(self.experts, self.heads)]
+
+    def project(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(B, N, D)`` tokens from the experts' features, projected to ``dim`` (with gradient)."""
         return torch.stack([projection(feature) for projection, feature in zip(self.projections, features)], dim=1)
 
+    def tokens(self, batch: Batch) -> torch.Tensor:
+        """``(B, N, D)``: each expert's pooled feature (no gradient), projected to ``dim`` (with gradient)."""
+        return self.project(self.features(batch))
 
-__all__ = ["MASKS", "ExpertPool", "call_model", "drop_expert", "feature_size", "head_path", "output_size",
-           "pooled_features"]
+
+class CachedFeatures(Dataset):
+    """The experts' pooled features of every example of a dataset, computed once (the experts are frozen and
+    the inputs deterministic), with the labels: ``{"expert_0": (D_0,), ..., "label": int}`` per example.
+
+    Usage: ``CachedFeatures.compute(pool, dataset, collate)``; batches via ``collate_cached``
+    """
+
+    def __init__(self, features: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
+        self.features, self.labels = list(features), labels
+
+    @classmethod
+    def compute(cls, pool: ExpertPool, dataset: Dataset, collate: Any, batch_size: int = 256) -> CachedFeatures:
+        """Run every expert once over ``dataset``. Usage: ``CachedFeatures.compute(pool, split.train, collate)``."""
+        parts: list[list[torch.Tensor]] = [[] for _ in pool.experts]
+        labels = []
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+            for part, feature in zip(parts, pool.features(batch)):
+                part.append(feature)
+            labels.append(batch["labels"])
+        return cls([torch.cat(part) for part in parts], torch.cat(labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**{f"expert_{n}": feature[index] for n, feature in enumerate(self.features)},
+                "label": int(self.labels[index])}
+
+
+def collate_cached(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack cached expert features (``expert_<n>``) and labels into a batch.
+
+    Usage: ``DataLoader(cached, batch_size=64, collate_fn=collate_cached)``
+    """
+    keys = [key for key in examples[0] if key != "label"]
+    return {**{key: torch.stack([example[key] for example in examples]) for key in keys},
+            "labels": torch.tensor([example["label"] for example in examples], dtype=torch.long)}
+
+
+__all__ = ["MASKS", "CachedFeatures", "ExpertPool", "call_model", "collate_cached", "drop_expert", "feature_size",
+           "head_path", "output_size", "pooled_features"]

@@ -35,7 +35,7 @@ from distill.config import DistillRecipe, apply_overrides
 from distill.moe.adapt import MetaStudent, evaluate_domains
 from distill.moe.aggregator import Aggregator
 from distill.moe.config import MoESection
-from distill.moe.experts import feature_size
+from distill.moe.experts import CachedFeatures, collate_cached, feature_size
 from distill.moe.metatrain import check_first_order, meta_train
 from distill.pipeline import same_tokenizer
 from distill.teachers import MetaDMoETeacher, load_teacher_member, model_source
@@ -197,8 +197,8 @@ def train_experts(plan: MoEPlan, run: RunDir, resume: bool) -> list[nn.Module]:
 
 
 class AggregatorPretraining(nn.Module):
-    """The teacher as a classifier whose training mode reaches the aggregator and projections only (the
-    experts stay frozen in eval mode), for the core engine. Usage: ``Trainer(AggregatorPretraining(t), ...)``
+    """The aggregator (and projections) as a classifier of cached expert features (``expert_<n>`` inputs),
+    for the core engine; the experts themselves are not run again. Usage: ``Trainer(AggregatorPretraining(t), ...)``
     """
 
     def __init__(self, teacher: MetaDMoETeacher) -> None:
@@ -211,18 +211,22 @@ class AggregatorPretraining(nn.Module):
         self.teacher.pool.projections.train(mode)
         return self
 
-    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        return self.teacher(*args, **inputs)
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        tokens = self.teacher.pool.project([features[f"expert_{n}"] for n in range(len(self.teacher.members))])
+        return self.teacher.aggregator(tokens)
 
 
 def pretrain_aggregator(plan: MoEPlan, teacher: MetaDMoETeacher) -> dict[str, float]:
-    """CE on all source data with all N experts' tokens (no mask); returns held-out source metrics."""
+    """CE on all source data with all N experts' tokens (no mask), the experts' features computed once;
+    returns held-out source metrics."""
     agg = plan.section.aggregator
     config = TrainConfig(epochs=agg.epochs, lr=agg.lr, batch_size=agg.batch_size, weight_decay=0.0,
                          schedule="constant", warmup_ratio=0.0, seed=plan.recipe.train.seed,
                          progress=plan.recipe.train.progress, verbosity=plan.recipe.train.verbosity)
-    trainer = Trainer(AggregatorPretraining(teacher), plan.split.train, plan.split.val, collate=plan.collate,
-                      metrics=plan.task.metrics, config=config)
+    train, val = (CachedFeatures.compute(teacher.pool, data, plan.collate)
+                  for data in (plan.split.train, plan.split.val))
+    trainer = Trainer(AggregatorPretraining(teacher), train, val, collate=collate_cached, metrics=plan.task.metrics,
+                      config=config)
     result = trainer.fit()
     nn.Module.train(teacher, False)
     return result.final
