@@ -39,7 +39,8 @@ def _models(args: argparse.Namespace) -> int:
     from shrink.models.create import model_catalog
 
     for row in model_catalog():
-        size = f"{row['params'] / 1e6:.1f}M" if row["params"] is not None else "?"
+        params = row["params"]
+        size = "?" if params is None else f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.0f}K"
         print(f"{row['name']:16s} {size:>6s}  {row['family']:9s}  {row['needs']}")
     return 0
 
@@ -47,9 +48,10 @@ def _models(args: argparse.Namespace) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     from shrink.data import DATASETS
 
+    width = max(map(len, DATASETS.names()))
     for name in DATASETS.names():
         aliases = DATASETS.aliases_of(name)
-        print(f"{name:16s} {DATASETS.summary(name)}" + (f" (also: {', '.join(aliases)})" if aliases else ""))
+        print(f"{name:{width}s}  {DATASETS.summary(name)}" + (f" (also: {', '.join(aliases)})" if aliases else ""))
     return 0
 
 

@@ -70,7 +70,7 @@ def load_task(recipe: Recipe) -> TaskData:
     data = recipe.data
     task = load_task_data(
         data.dataset, data.data_dir, text_column=data.text_column, text_pair_column=data.text_pair_column,
-        label_column=data.label_column, max_train_samples=data.max_train_samples,
+        label_column=data.label_column, domain_column=data.domain_column, max_train_samples=data.max_train_samples,
         max_eval_samples=data.max_eval_samples, seed=recipe.train.seed, augment=data.augment,
     )
     for split in ("train", "dev"):

@@ -62,6 +62,7 @@ class DataSection(Section):
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    domain_column: str | None = None
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
@@ -238,10 +239,16 @@ def _valid_keys(schema: type[BaseModel], parents: tuple[str, ...]) -> list[str]:
         field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
-        model = field.annotation
+        model = _optional_section(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+def _optional_section(annotation: Any) -> Any:
+    """The section inside an optional one (``MoESection | None`` -> ``MoESection``), else ``annotation``."""
+    sections = [arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+    return sections[0] if len(sections) == 1 else annotation
 
 
 def validator_message(err: ValidationError) -> str:

@@ -51,7 +51,7 @@ def test_listings_are_one_line_each_saying_size_or_needs_or_command(listing, exp
     assert len(lines) == expected if expected else len(lines) > 15
     by_name = {line.split()[0]: line for line in lines}
     if listing == "models":
-        assert "0.9M" in by_name["resnet56"] and "offline" in by_name["resnet56"] and "Hub" in by_name["bert-base"]
+        assert "856K" in by_name["resnet56"] and "offline" in by_name["resnet56"] and "Hub" in by_name["bert-base"]
     elif listing == "datasets":
         assert "--data-dir" in by_name["sst2"] and "offline" in by_name["synthetic-text"]
     else:
