@@ -1,9 +1,18 @@
-"""Shared test setup: every test starts from the same seed on one thread.
+"""Shared test setup: every test starts from the same seed on one thread, with transformers' bars off.
 
-Tiny models run fastest on one thread, and it keeps the suite's timings steady on a 2-core machine.
+Tiny models run fastest on one thread, and it keeps the suite's timings steady on a 2-core machine. The
+commands turn transformers' progress bars off themselves; a fixture that saves a model before any command
+ran would otherwise print one into the stderr a test reads, depending on which tests ran first.
 """
 import pytest
 import torch
+from transformers.utils import logging as hf_logging
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_library_bars():
+    """transformers' per-file bars off for the whole session, as every command sets them."""
+    hf_logging.disable_progress_bar()
 
 
 @pytest.fixture(autouse=True)
