@@ -20,7 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from assemble.config import PHASES, AssembleRecipe
-from assemble.phases import prepare_assembly, open_root, run_phases
+from assemble.phases import open_root, preflight, prepare_assembly, run_phases
 from assemble.summary import summarize
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
@@ -100,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     phase = selected_phase(words, args)
     quiet_libraries()
     assembly = prepare_assembly(recipe_from_args(args))
+    phases = [phase] if phase else list(PHASES)
+    preflight(assembly, phases, args.module)
     open_root(assembly, overwrite=args.overwrite)
-    run_phases(assembly, [phase] if phase else list(PHASES), args.module)
+    run_phases(assembly, phases, args.module)
     if phase in (None, "finetune"):
         summarize(assembly)
     return 0

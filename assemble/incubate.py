@@ -57,16 +57,18 @@ class AssemblyTrainer:
     Usage: ``AssemblyTrainer(builder, experiment, recipe.assemble).pretrain_meta()``
     """
 
-    def __init__(self, builder: StagedBuilder, experiment: Experiment, section: AssembleSection) -> None:
+    def __init__(self, builder: StagedBuilder, experiment: Experiment, section: AssembleSection,
+                 track_dev: bool = True) -> None:
         self.builder, self.experiment, self.section = builder, experiment, section
         self.seed = experiment.recipe.train.seed
+        self.track_dev = track_dev  # False: no per-epoch evaluation (faster; the history has losses only)
 
     def fit(self, model: StagedModel, phase: PhaseSection, run: RunDir | None = None) -> TrainResult:
         """Train ``model``'s trainable parameters with ``phase`` over ``train:``; resumes from ``run``'s checkpoints."""
         config = phase.apply(self.experiment.recipe.train)
         set_drop_path(model, phase.drop_path, self.section.meta_drop_path)
         train_set, select_set = selection_splits(self.experiment.task, config)
-        trainer = Trainer(model, train_set, select_set, collate=self.experiment.collate,
+        trainer = Trainer(model, train_set, select_set if self.track_dev else None, collate=self.experiment.collate,
                           metrics=self.experiment.task.metrics, config=config, run=run,
                           resume=run is not None and run.checkpoints.is_dir(),
                           lr_default=LR_TRANSFORMER if self.experiment.is_transformer else LR_CNN)

@@ -47,6 +47,7 @@ META, ASSEMBLED, FINETUNE, E2E = "meta", "assemble", "finetune", "e2e"
 STAGES_FILE, MODULE_FILE = "stages.safetensors", "module.safetensors"
 # Recipe keys a later invocation may change without invalidating finished phases.
 FREE_KEYS = ("export_onnx", "run_e2e", "e2e", "meta_model")
+META_HINT = "run `assemble --phase meta` with this recipe first, or pass the right --meta-model"
 
 
 @dataclass
@@ -195,14 +196,11 @@ def meta_file(assembly: Assembly) -> Path:
 
 def incubate_phase(assembly: Assembly, index: int) -> None:
     """Incubate module ``index`` into RUN/incubate-<index> against the checked meta model."""
-    if not 0 <= index < assembly.builder.modules:
-        raise UserError(f"--module {index} does not exist; modules are numbered 0..{assembly.builder.modules - 1}")
     name = f"incubate-{index}"
     if RunDir(assembly.phase_path(name)).is_complete():
         print(f"{name}: complete, skipping")
         return
-    meta = _checked(assembly, meta_file(assembly), "the meta model",
-                    "run `assemble --phase meta` with this recipe first, or pass the right --meta-model")
+    meta = _checked(assembly, meta_file(assembly), "the meta model", META_HINT)
     with phase_run(assembly, name) as run:
         if run is None:
             return
@@ -283,14 +281,26 @@ def e2e_phase(assembly: Assembly, epochs: float) -> None:
         _finish(run, _phase_record(assembly, E2E, target, result, set(range(assembly.builder.modules)), epochs))
 
 
+def preflight(assembly: Assembly, phases: list[str], module: int | None = None) -> None:
+    """Refuse, before anything is written, what the phases would need from earlier ones and cannot have:
+    a missing or foreign meta model, missing or foreign modules, a module number out of range."""
+    for phase in phases:
+        if phase not in PHASES:
+            raise UserError(f"unknown phase '{phase}'; pick one of {', '.join(PHASES)}")
+    if module is not None and not 0 <= module < assembly.builder.modules:
+        raise UserError(f"--module {module} does not exist; modules are numbered 0..{assembly.builder.modules - 1}")
+    if phases == ["incubate"]:
+        _checked(assembly, meta_file(assembly), "the meta model", META_HINT)
+    elif phases == [ASSEMBLED]:
+        incubated_modules(assembly)
+
+
 def run_phases(assembly: Assembly, phases: list[str], module: int | None = None) -> None:
     """Run ``phases`` in order (each skipped when complete); ``module`` limits incubation to one module.
 
     Usage: ``run_phases(assembly, list(PHASES))``
     """
-    for phase in phases:
-        if phase not in PHASES:
-            raise UserError(f"unknown phase '{phase}'; pick one of {', '.join(PHASES)}")
+    preflight(assembly, phases, module)
     started = time.perf_counter()
     for phase in phases:
         if phase == META:
@@ -335,4 +345,4 @@ def ours_cost(records: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 __all__ = ["Assembly", "E2E", "assemble_phase", "e2e_phase", "finetune_phase", "incubate_phase",
-           "incubated_modules", "meta_phase", "open_root", "phase_records", "prepare_assembly", "run_phases"]
+           "incubated_modules", "meta_phase", "open_root", "preflight", "phase_records", "prepare_assembly", "run_phases"]
