@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,26 @@ def test_bad_input_is_one_line_exit_2_and_nothing_assembled(tmp_path, capsys):
                   str(tmp_path / "third"))
     assert "the meta model" in err and "another model or split" in err
     assert "cannot change" in refused(capsys, *deeper, "--phase", "meta", "--out", str(out))
+
+
+def test_an_interrupted_incubation_resumes_to_the_same_module(tmp_path, capsys):
+    first, second = tmp_path / "interrupted", tmp_path / "straight"
+    longer = [*TINY, "--incubate-epochs", "3", "--set", "train.checkpoint_every=1"]
+    run_cli(*longer, "--phase", "meta", "--out", str(first))
+    shutil.copytree(first, second)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "assemble", "incubate", "--module", "1", *longer, "--out",
+                            str(first)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = first / "incubate-1" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while job.poll() is None and time.monotonic() < deadline and len(list(checkpoints.glob("step-*"))) < 1:
+        time.sleep(0.05)
+    job.kill()
+    job.wait()
+    assert not (first / "incubate-1" / "metrics.json").exists(), "the incubation finished before it was stopped"
+    capsys.readouterr()
+    run_cli("incubate", "--module", "1", *longer, "--out", str(first))
+    assert "resumed from step-" in capsys.readouterr().out
+    run_cli("incubate", "--module", "1", *longer, "--out", str(second))
+    ours, theirs = module_tensors(first, 1), module_tensors(second, 1)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
