@@ -38,6 +38,7 @@ from assemble.staged import StagedBuilder, StagedModel, staged_builder
 from assemble.store import load_stages, save_stages
 from shrink.errors import UserError
 from shrink.experiment import Experiment, default_output_dir, prepare_experiment, refuse_changes
+from shrink.experiment import _dotted as dotted  # the recipe comparison's flattening, reused for signatures
 from shrink.models import load_model, save_model
 from shrink.recipe import read_yaml, save_recipe
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir, check_output_path, is_run_dir
@@ -171,18 +172,19 @@ def _checked(assembly: Assembly, path: Path, what: str, hint: str) -> dict[int, 
     if not path.is_file():
         raise UserError(f"{what} is missing ({path} does not exist); {hint}")
     states, info = load_stages(path)
-    if info.get("fingerprint") != assembly.builder.fingerprint() or info.get("signature") != assembly.signature():
-        theirs = info.get("signature", {})
-        raise UserError(f"{what} in {path} was trained for another model or split ({_short(theirs)}; this run: "
-                        f"{_short(assembly.signature())}); {hint}")
+    ours = json.loads(json.dumps(assembly.signature(), default=str))  # as it reads back from the file
+    theirs = info.get("signature", {})
+    if info.get("fingerprint") != assembly.builder.fingerprint() or theirs != ours:
+        raise UserError(f"{what} in {path} was trained for another model or split ({_differences(theirs, ours)}); "
+                        f"{hint}")
     return states
 
 
-def _short(signature: dict[str, Any]) -> str:
-    args = signature.get("args", {})
-    shape = {key: args[key] for key in ("depth", "dim", "hidden_size", "num_classes") if key in args}
-    return (f"{signature.get('model')} {shape} on {signature.get('dataset')}, target depths "
-            f"{signature.get('target_depths')}, meta depths {signature.get('meta_depths')}")
+def _differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    """The settings in which two signatures differ, as 'key: theirs vs this run's'."""
+    flat_theirs, flat_ours = dotted(theirs), dotted(ours)
+    keys = [key for key in sorted(flat_theirs.keys() | flat_ours.keys()) if flat_theirs.get(key) != flat_ours.get(key)]
+    return "; ".join(f"{key}: {flat_theirs.get(key)!r} there, {flat_ours.get(key)!r} here" for key in keys[:4])
 
 
 def meta_file(assembly: Assembly) -> Path:
@@ -334,7 +336,7 @@ def copy_final_model(assembly: Assembly) -> Path:
 
 def final_model(assembly: Assembly) -> Any:
     """The finetuned plain model. Usage: ``final_model(assembly)(pixels)``."""
-    return load_model(assembly.phase_path(FINETUNE) / "model")
+    return load_model(assembly.phase_path(FINETUNE) / "model").eval()
 
 
 def ours_cost(records: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -148,11 +148,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [one_run(dataset, model, seed, args) for dataset in args.datasets for model in args.models
-            for seed in args.seeds]
-    means = mean_rows(rows)
+    rows: list[dict[str, Any]] = []
+    for dataset in args.datasets:
+        for model in args.models:
+            for seed in args.seeds:
+                rows.append(one_run(dataset, model, seed, args))
+                write_tables(args, rows)  # after every run: a long benchmark stopped early keeps its rows
     print_table("assemble vs compute-matched E2E, per seed", rows)
-    print_table("means over seeds", means)
+    print_table("means over seeds", mean_rows(rows))
+
+
+def write_tables(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """bench.json and bench.md in ``--out``: the rows so far and their means over seeds."""
+    means = mean_rows(rows)
     (args.out / "bench.json").write_text(json.dumps({"rows": rows, "means": means, "args": {
         key: str(value) for key, value in vars(args).items()}}, indent=2) + "\n")
     (args.out / "bench.md").write_text("# assemble benchmark\n\n## Per seed\n\n" + markdown_table(rows)
