@@ -257,3 +257,14 @@ def test_an_interrupted_incubation_resumes_to_the_same_module(tmp_path, capsys):
     run_cli("incubate", "--module", "1", *longer, "--out", str(second))
     ours, theirs = module_tensors(first, 1), module_tensors(second, 1)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_a_bert_encoder_assembles_through_the_command(tmp_path):
+    out = tmp_path / "bert"
+    run_cli("--model", "bert-mini", "--dataset", "synthetic-text", "--max-train-samples", "64", "--max-eval-samples",
+            "32", "--max-length", "24", "--modules", "2", "--meta-epochs", "1", "--incubate-epochs", "1",
+            "--finetune-epochs", "1", "--batch-size", "32", "--lr", "0.001", "--quiet", "--out", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["signature"]["family"] == "bert" and metrics["signature"]["target_depths"] == [2, 2]
+    model = load_model(out / "model")
+    assert type(model).__name__ == "BertForSequenceClassification" and model.config.num_hidden_layers == 4
