@@ -29,11 +29,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from assemble.config import PHASES, AssembleRecipe, PhaseSection
 from assemble.cost import add_costs, phase_cost, stage_flops
-from assemble.incubate import AssemblyTrainer
+from assemble.incubate import AssemblyTrainer, meta_states
 from assemble.staged import StagedBuilder, StagedModel, staged_builder
 from assemble.store import load_stages, save_stages
 from shrink.errors import UserError
@@ -42,7 +42,7 @@ from shrink.experiment import _dotted as dotted  # the recipe comparison's flatt
 from shrink.models import load_model, save_model
 from shrink.recipe import read_yaml, save_recipe
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir, check_output_path, is_run_dir
-from shrink.train import TrainResult
+from shrink.train import TrainResult, process_state
 
 META, ASSEMBLED, FINETUNE, E2E = "meta", "assemble", "finetune", "e2e"
 STAGES_FILE, MODULE_FILE = "stages.safetensors", "module.safetensors"
@@ -93,7 +93,15 @@ def prepare_assembly(recipe: AssembleRecipe) -> Assembly:
 
 
 def open_root(assembly: Assembly, overwrite: bool = False) -> None:
-    """Create the run folder with its recipe, or check that an existing one was started with the same recipe."""
+    """Create the run folder with its recipe, or check that an existing one was started with the same recipe
+    (the main process of a multi-process launch does; the others wait for it)."""
+    state = process_state()
+    if state.is_main_process:
+        _open_root(assembly, overwrite)
+    state.wait_for_everyone()
+
+
+def _open_root(assembly: Assembly, overwrite: bool) -> None:
     root, recipe = assembly.root, assembly.recipe
     check_output_path(root, "--out")
     if root.exists() and not root.is_dir():
@@ -121,15 +129,24 @@ def open_root(assembly: Assembly, overwrite: bool = False) -> None:
 
 @contextlib.contextmanager
 def phase_run(assembly: Assembly, name: str) -> Iterator[RunDir | None]:
-    """The locked run directory of phase ``name`` (resumed when it holds work), or None when it is complete."""
+    """The locked run directory of phase ``name`` (resumed when it holds work), or None when it is complete.
+
+    Under a multi-process launch the main process creates and locks it; the others use it once it exists.
+    """
     path = assembly.phase_path(name)
     if RunDir(path).is_complete():
         print(f"{name}: complete, skipping")
         yield None
         return
+    state = process_state()
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        yield RunDir(path)
+        return
     has_work = path.is_dir() and is_run_dir(path)
     with RunDir.create(path, resume=has_work) as run:
         save_recipe(assembly.recipe, run / RECIPE_FILE)
+        state.wait_for_everyone()
         yield run
 
 
@@ -147,11 +164,17 @@ def _epochs(assembly: Assembly, phase: PhaseSection) -> float:
     return phase.apply(assembly.recipe.train).epochs
 
 
-def _finish(run: RunDir, record: dict[str, Any]) -> None:
-    dev = ", ".join(f"{key} {value:.4f}" for key, value in record.get("dev", {}).items())
-    print(f"{record['phase']}: done ({dev})")
-    shutil.rmtree(run.checkpoints, ignore_errors=True)  # finished: its weights are saved, nothing to resume
-    run.finish(record, f"# assemble: {record['phase']}\n\nDev: {dev}\n")
+def _finish(run: RunDir, record: dict[str, Any], write: Callable[[], None] | None = None) -> None:
+    """Save the phase's weights (``write``) and metrics on the main process, then let every process go on."""
+    state = process_state()
+    if state.is_main_process:
+        if write is not None:
+            write()
+        dev = ", ".join(f"{key} {value:.4f}" for key, value in record.get("dev", {}).items())
+        print(f"{record['phase']}: done ({dev})")
+        shutil.rmtree(run.checkpoints, ignore_errors=True)  # finished: its weights are saved, nothing to resume
+        run.finish(record, f"# assemble: {record['phase']}\n\nDev: {dev}\n")
+    state.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------------------------- phases
@@ -163,8 +186,7 @@ def meta_phase(assembly: Assembly) -> None:
         meta, result = assembly.trainer.pretrain_meta(run)
         record = _phase_record(assembly, META, meta, result, set(range(assembly.builder.modules)),
                                _epochs(assembly, assembly.recipe.assemble.meta))
-        save_stages(run / STAGES_FILE, {j: meta.stage_state(j) for j in range(len(meta.stages))}, record)
-        _finish(run, record)
+        _finish(run, record, lambda: save_stages(run / STAGES_FILE, meta_states(meta), record))
 
 
 def _checked(assembly: Assembly, path: Path, what: str, hint: str) -> dict[int, dict]:
@@ -209,8 +231,8 @@ def incubate_phase(assembly: Assembly, index: int) -> None:
         hybrid, result = assembly.trainer.incubate(index, meta, run)
         record = _phase_record(assembly, name, hybrid, result, {index},
                                _epochs(assembly, assembly.recipe.assemble.incubate))
-        save_stages(run / MODULE_FILE, {index: hybrid.stage_state(index)}, {**record, "module": index})
-        _finish(run, record)
+        _finish(run, record, lambda: save_stages(run / MODULE_FILE, {index: hybrid.stage_state(index)},
+                                                 {**record, "module": index}))
 
 
 def incubated_modules(assembly: Assembly) -> dict[int, dict]:
@@ -247,8 +269,7 @@ def assemble_phase(assembly: Assembly) -> None:
         record = {"phase": ASSEMBLED, "signature": assembly.signature(),
                   "fingerprint": assembly.builder.fingerprint(), "depths": target.depths,
                   "dev": assembly.trainer.evaluate(target)}
-        save_stages(run / STAGES_FILE, {j: target.stage_state(j) for j in range(len(target.stages))}, record)
-        _finish(run, record)
+        _finish(run, record, lambda: save_stages(run / STAGES_FILE, meta_states(target), record))
 
 
 def assembled_target(assembly: Assembly) -> StagedModel:
@@ -270,8 +291,8 @@ def finetune_phase(assembly: Assembly) -> None:
         result = assembly.trainer.finetune(target, run)
         record = _phase_record(assembly, FINETUNE, target, result, set(range(assembly.builder.modules)),
                                _epochs(assembly, assembly.recipe.assemble.finetune))
-        save_model(assembly.builder.to_plain(target), run / "model", tokenizer=assembly.experiment.tokenizer)
-        _finish(run, record)
+        _finish(run, record, lambda: save_model(assembly.builder.to_plain(target), run / "model",
+                                                tokenizer=assembly.experiment.tokenizer))
 
 
 def e2e_phase(assembly: Assembly, epochs: float) -> None:

@@ -18,6 +18,7 @@ from assemble.phases import (E2E, FINETUNE, META, Assembly, copy_final_model, e2
                              phase_records)
 from shrink.report import publish
 from shrink.runs import RunDir
+from shrink.train import process_state
 
 COST_KEYS = ("block_epochs", "cost_units", "train_flops")
 
@@ -50,6 +51,8 @@ def summarize(assembly: Assembly) -> dict[str, Any]:
     section = assembly.recipe.assemble
     if section.run_e2e:
         e2e_phase(assembly, section.e2e.epochs or round(matched_e2e_epochs(assembly), 2))
+    if not process_state().is_main_process:  # the main process writes the summary
+        return {}
     records = phase_records(assembly)
     metric = assembly.experiment.task.metrics[0]
     modules = [records[f"incubate-{i}"] for i in range(assembly.builder.modules)]
