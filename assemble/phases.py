@@ -37,7 +37,7 @@ from assemble.incubate import AssemblyTrainer, meta_states
 from assemble.staged import StagedBuilder, StagedModel, staged_builder
 from assemble.store import load_stages, save_stages
 from shrink.errors import UserError
-from shrink.experiment import Experiment, default_output_dir, prepare_experiment, refuse_changes
+from shrink.experiment import Experiment, default_output_dir, prepare_experiment, refuse_changes, selection_splits
 from shrink.experiment import _dotted as dotted  # the recipe comparison's flattening, reused for signatures
 from shrink.models import load_model, save_model
 from shrink.recipe import read_yaml, save_recipe
@@ -74,7 +74,8 @@ class Assembly:
 
     @property
     def samples(self) -> int:
-        return len(self.experiment.task.train)  # type: ignore[arg-type]
+        """Training examples per epoch (the training split less a ``train-holdout`` selection slice)."""
+        return len(selection_splits(self.experiment.task, self.recipe.train)[0])  # type: ignore[arg-type]
 
 
 def prepare_assembly(recipe: AssembleRecipe) -> Assembly:
@@ -84,9 +85,7 @@ def prepare_assembly(recipe: AssembleRecipe) -> Assembly:
     """
     experiment = prepare_experiment(recipe)
     modules, depths = recipe.assemble.module_split()
-    template = experiment.model
-    builder = staged_builder(template, modules, depths)
-    builder.meta_depths = [recipe.assemble.meta_depth] * builder.modules
+    builder = staged_builder(experiment.model, modules, depths, meta_depth=recipe.assemble.meta_depth)
     recipe.output_dir = recipe.output_dir or default_output_dir(recipe, "assemble")
     return Assembly(recipe, experiment, builder, AssemblyTrainer(builder, experiment, recipe.assemble),
                     Path(recipe.output_dir))
@@ -368,4 +367,5 @@ def ours_cost(records: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 __all__ = ["Assembly", "E2E", "assemble_phase", "e2e_phase", "finetune_phase", "incubate_phase",
-           "incubated_modules", "meta_phase", "open_root", "preflight", "phase_records", "prepare_assembly", "run_phases"]
+           "incubated_modules", "meta_phase", "open_root", "preflight", "phase_records", "prepare_assembly",
+           "run_phases"]

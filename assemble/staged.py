@@ -482,14 +482,15 @@ class StagedBuilder:
 
 
 def staged_builder(template: nn.Module, modules: int | None = None, depths: Sequence[int] | None = None,
-                   meta_depths: Sequence[int] | None = None) -> StagedBuilder:
-    """The builder for ``template`` (a zoo or Hugging Face model) split into ``modules`` equal modules or ``depths``.
+                   meta_depth: int = 1) -> StagedBuilder:
+    """The builder for ``template`` (a zoo or Hugging Face model) split into ``modules`` equal modules or ``depths``,
+    with ``meta_depth`` blocks per meta module.
 
     Usage: ``staged_builder(build_model("vit-micro", depth=8), modules=4)``
     """
     family = family_of(template)
     target_depths = partition(family.block_count(template), modules, depths)
-    return StagedBuilder(family(template, target_depths), meta_depths)
+    return StagedBuilder(family(template, target_depths), [meta_depth] * len(target_depths))
 
 
 __all__ = ["FAMILIES", "Family", "Stage", "StagedBuilder", "StagedModel", "family_of", "partition",

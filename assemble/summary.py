@@ -63,7 +63,8 @@ def summarize(assembly: Assembly) -> dict[str, Any]:
     concurrent_s = records[META]["wall_clock_s"] + max(incubation_s) + records[FINETUNE]["wall_clock_s"]
     matched = ours["train_flops"] / per_epoch["train_flops"]
     rows = [_row(META, records[META], metric, "meta model"),
-            *(_row(f"incubate-{i}", record, metric, f"module {i} (hybrid accuracy)") for i, record in enumerate(modules)),
+            *(_row(f"incubate-{i}", record, metric, f"module {i} (hybrid accuracy)")
+              for i, record in enumerate(modules)),
             {**_row("assemble", records["assemble"], metric, "nothing (before finetuning)")},
             _row(FINETUNE, records[FINETUNE], metric, "all"),
             {"phase": "ours (total)", "trains": "meta + modules + finetune",

@@ -50,8 +50,8 @@ def test_hybrids_train_exactly_their_target_module():
         assert {k: v.shape for k, v in hybrid.stage_state(index).items()} == \
             {k: v.shape for k, v in target.stage_state(index).items()}
         assert hybrid.depths == [2 if j == index else 1 for j in range(4)]
-    owners = [bool(stage.stem is not None) for stage in target.stages], [stage.head is not None for stage in target.stages]
-    assert owners == ([True, False, False, False], [False, False, False, True])
+    assert [stage.stem is not None for stage in target.stages] == [True, False, False, False]
+    assert [stage.head is not None for stage in target.stages] == [False, False, False, True]
 
 
 def test_every_family_composes_and_converts_back_to_the_plain_model():
