@@ -10,15 +10,19 @@ Usage::
     distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2 --intermediate mi --alpha 0.9
     distill --recipe tinybert-sst2 --teacher runs/bert-base-sst2 --data-dir glue/SST-2
     distill --teacher resnet56 --student resnet20 --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+    distill --moe --train-experts 2 --student convnet --dataset rotated-fashion-mnist --test-domains 0,75
+    distill adapt runs/moe --data new_site.csv --out runs/moe-site
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
-from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
-from shrink.errors import cli_entry
+from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
+                            table_overrides)
+from shrink.errors import UserError, cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
 DEMO_RECIPE = "demo"
@@ -53,16 +57,40 @@ INTERMEDIATE_FLAGS: FlagTable = {
 }
 
 
+def comma_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` for list-valued flags. Usage: ``comma_list("0,75") == ["0", "75"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# Meta-DMoE (distill --moe): dest -> (recipe key, type, help)
+MOE_FLAGS: FlagTable = {
+    "experts": ("moe.experts", comma_list, "Meta-DMoE: expert run or model directories, comma-separated"),
+    "train_experts": ("moe.train_experts", int, "Meta-DMoE: train N experts on seeded clusters of source domains"),
+    "domain_column": ("data.domain_column", str, "column giving each example's domain (CSV/TSV/JSONL, metadata-csv)"),
+    "test_domains": ("moe.test_domains", comma_list, "Meta-DMoE: held-out target domains, comma-separated"),
+    "meta_steps": ("moe.meta.steps", int, "Meta-DMoE: meta-training steps (outer updates)"),
+    "inner_lr": ("moe.meta.alpha", float, "Meta-DMoE: inner (and test-time) SGD rate alpha"),
+    "support": ("moe.meta.support", int, "Meta-DMoE: unlabeled support examples per task (and at test time)"),
+    "query": ("moe.meta.query", int, "Meta-DMoE: labelled query examples per task"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``distill``. Usage: ``build_parser().parse_args(["--demo"])``."""
     parser = argparse.ArgumentParser(prog="distill", description="Distill a teacher into a student (Distiller, "
-                                     "MI-alpha, TinyBERT stages, vision KD); writes one run directory")
+                                     "MI-alpha, TinyBERT stages, vision KD); writes one run directory",
+                                     **help_style(__doc__))
     parser.add_argument("--demo", action="store_true",
                         help=f"run the shipped {DEMO_RECIPE} recipe offline (replaces its previous run unless --resume)")
+    for table, title in ((DISTILL_FLAGS, "teacher and student"), (STAGE_FLAGS, "prediction-layer objective"),
+                         (INTERMEDIATE_FLAGS, "intermediate objective"), (MOE_FLAGS, "Meta-DMoE")):
+        add_flag_table(parser, table, title)
+    flag_group(parser, "teacher and student").add_argument(
+        "--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
+    flag_group(parser, "Meta-DMoE").add_argument(
+        "--moe", action="store_true", help="Meta-DMoE: experts + aggregator teacher, meta-distilled student that "
+        "adapts to a new domain (`distill adapt`); needs --experts or --train-experts")
     add_training_flags(parser)
-    for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
-        add_flag_table(parser, table)
-    parser.add_argument("--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
     return parser
 
 
@@ -78,6 +106,7 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     raw = read_yaml(path) if path else {}
     overrides = recipe_overrides(args)
     overrides.update(table_overrides(args, DISTILL_FLAGS))
+    overrides.update(table_overrides(args, MOE_FLAGS))
     if args.export_onnx:
         overrides["distill.export_onnx"] = True
     apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])
@@ -132,12 +161,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distill`` console script. Usage: ``main(["--demo"])``."""
     from distill.run import distill
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["adapt"]:
+        from distill.moe.adapt_cli import adapt_command
+
+        return adapt_command(argv[1:])
     args = build_parser().parse_args(argv)
     quiet_libraries()
     recipe = recipe_from_args(args)
+    if args.moe and recipe.moe is None:
+        raise UserError("--moe needs experts: pass --experts DIR1,DIR2,... or --train-experts N")
+    if recipe.moe is not None:
+        from distill.moe.run import run_meta_dmoe
+
+        run_meta_dmoe(recipe, resume=args.resume, overwrite=args.overwrite)
+        return 0
     distill(recipe, resume=args.resume, overwrite=args.overwrite or (args.demo and not args.resume))
     return 0
 
 
-__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
-           "recipe_from_args"]
+__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser",
+           "comma_list", "main", "recipe_from_args"]

@@ -161,6 +161,10 @@ class StudentSection(ModelSection):
     name: str | None = None  # type: ignore[assignment]
 
 
+# Here, not at the top: the moe section builds on TrainOverrides above.
+from distill.moe.config import MoESection  # noqa: E402
+
+
 class DistillRecipe(Recipe):
     """A recipe for ``distill``: ``model:`` is the student, ``distill:`` the method.
 
@@ -169,6 +173,7 @@ class DistillRecipe(Recipe):
 
     model: StudentSection = Field(default_factory=StudentSection)
     distill: DistillSection = Field(default_factory=DistillSection)
+    moe: MoESection | None = None  # set: the run is Meta-DMoE (``distill --moe``)
 
 
 __all__ = [

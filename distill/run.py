@@ -60,6 +60,7 @@ from shrink.digest import dataset_digest, state_digest, value_digest
 from shrink.errors import UserError
 from shrink.experiment import (Experiment, default_output_dir, fit, load_task, model_figures, open_run, selected_on,
                                train_and_report)
+from shrink.modelcard import ModelCard
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
 from shrink.report import print_table, publish
@@ -438,7 +439,12 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
                    **{f"loss {k}": v for k, v in s["loss_terms"].items()}} for s in stages]
     intro = (f"Teacher {', '.join(metrics['teacher'])} -> student {rows[1]['model']} on {plan.task.name}; "
              f"retention = student / teacher {primary}.")
-    publish(run, metrics, "distill", intro, [("distillation stages", stage_rows), ("result", rows)])
+    kept = f", keeping {retention:.1%} of the teacher's {primary}" if retention is not None else ""
+    card = ModelCard(method=f"Distilled from {', '.join(metrics['teacher'])} with `distill` (stages: "
+                     f"{'; '.join(describe_stage(stage) for stage in plan.stages)}; best epoch chosen on "
+                     f"{selected_on(recipe.train)}){kept}", base_model=metrics["teacher"][0],
+                     dataset=plan.task.name, metrics=student_dev, tags=["distillation"])
+    publish(run, metrics, "distill", intro, [("distillation stages", stage_rows), ("result", rows)], card=card)
     return metrics
 
 

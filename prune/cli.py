@@ -40,11 +40,13 @@ from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, p
                           torch_pruning_macs)
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
-from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
+from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
+                            table_overrides)
 from shrink.errors import cli_entry
 from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.recipe import load_recipe
+from shrink.modelcard import ModelCard
 from shrink.report import publish
 from shrink.runs import RunDir, atomic_write_json
 from shrink.timing import latency_columns
@@ -72,14 +74,22 @@ PRUNE_FLAGS: FlagTable = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of ``prune``. Usage: ``build_parser().parse_args(["--speedup", "2"])``."""
-    parser = argparse.ArgumentParser(prog="prune", description="Structured pruning to a MACs speed-up with "
-                                     "Torch-Pruning; --method metanet first applies a graph metanetwork. "
-                                     "'prune metatrain ...' only meta-trains the metanetwork.")
+def build_parser(metatrain: bool = False) -> argparse.ArgumentParser:
+    """The argparse parser of ``prune`` (or of ``prune metatrain``). Usage: ``build_parser().parse_args([])``."""
+    if metatrain:
+        parser = argparse.ArgumentParser(
+            prog="prune metatrain", description="Only meta-train the graph metanetwork (into RUN/metanet), on a "
+            "collection of trained networks; `prune --method metanet --metanet RUN/metanet` then uses it.",
+            **help_style(__doc__, prefix="prune metatrain"))
+    else:
+        parser = argparse.ArgumentParser(
+            prog="prune", description="Structured pruning to a MACs speed-up with Torch-Pruning; --method metanet "
+            "first applies a graph metanetwork. 'prune metatrain ...' only meta-trains the metanetwork.",
+            **help_style(__doc__))
+    add_flag_table(parser, PRUNE_FLAGS, "pruning")
+    flag_group(parser, "pruning").add_argument("--export-onnx", action="store_true",
+                                                help="also export the pruned model to RUN/model.onnx")
     add_training_flags(parser)
-    add_flag_table(parser, PRUNE_FLAGS)
-    parser.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
     return parser
 
 
@@ -266,8 +276,12 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
     intro = (f"{metrics['model']} on {experiment.task.name}, method `{metrics['method']}`, target "
              f"{metrics['target']}; speed-up = base MACs / pruned MACs (convs and linears, PyTorch's FLOP counter; "
              "Torch-Pruning's count, which papers quote, adds BatchNorm, ReLU and pooling).")
+    card = ModelCard(method=f"{metrics['model']} pruned with `prune` (method {metrics['method']}) to {speedup:.2f}x "
+                     f"fewer MACs, dev {metric} {figures['pruned']['dev'][metric]:.4f} against the base model's "
+                     f"{figures['base']['dev'][metric]:.4f}", base_model=metrics["model"],
+                     dataset=experiment.task.name, metrics=figures["pruned"]["dev"], tags=["pruning"])
     publish(run, metrics, f"prune ({metrics['method']})", intro, [("result", rows)],
-            footer=f"![accuracy against speed-up]({PLOT_FILE})\n")
+            footer=f"![accuracy against speed-up]({PLOT_FILE})\n", card=card)
     return metrics
 
 
@@ -312,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prune`` console script. Usage: ``main(["--model", "resnet20", "--speedup", "2"])``."""
     words = list(argv if argv is not None else sys.argv[1:])
     only_metanet = bool(words) and words[0] == "metatrain"
-    args = build_parser().parse_args(words[1:] if only_metanet else words)
+    args = build_parser(metatrain=only_metanet).parse_args(words[1:] if only_metanet else words)
     quiet_libraries()
     recipe = recipe_from_args(args)
     run_prune(recipe, resume=args.resume, overwrite=args.overwrite, only_metanet=only_metanet)

@@ -45,7 +45,7 @@ from prune.metanet import MetaNetwork, apply_metanet, save_metanet
 from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, protected_modules, prune_model
 from shrink.bench import DEFAULT_IMAGE_SHAPE
 from shrink.errors import UserError
-from shrink.experiment import Experiment, load_task, prepare_experiment
+from shrink.experiment import Experiment, holdout_split, load_task, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.models.io import SPEC_FILE
 from shrink.progress import bars_on, lines_on
@@ -420,14 +420,11 @@ def meta_loaders(recipe: PruneRecipe, experiment: Experiment) -> tuple[DataLoade
     held-back part without augmentation, for epoch selection. Usage: ``train, val = meta_loaders(recipe, e)``
     """
     train_set = experiment.task.train
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(recipe.train.seed)).tolist()
-    held = max(1, int(recipe.prune.meta.val_fraction * len(order)))
-    if held >= len(order):
-        raise UserError(f"the training split has {len(order)} examples: too few to hold back a validation part")
+    kept, held = holdout_split(len(train_set), recipe.prune.meta.val_fraction, recipe.train.seed,
+                               "meta-training's validation part")
     plain = load_task(recipe.model_copy(update={"data": recipe.data.model_copy(update={"augment": False})}))
-    train = shuffled_loader(Subset(train_set, order[held:]), recipe, experiment)
-    val = DataLoader(Subset(plain.train, order[:held]), batch_size=recipe.train.batch_size,
-                     collate_fn=experiment.collate)
+    train = shuffled_loader(Subset(train_set, kept), recipe, experiment)
+    val = DataLoader(Subset(plain.train, held), batch_size=recipe.train.batch_size, collate_fn=experiment.collate)
     return train, val
 
 

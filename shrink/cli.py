@@ -13,7 +13,7 @@ import argparse
 from typing import Sequence
 
 from shrink import __version__
-from shrink.cliargs import add_training_flags, recipe_overrides
+from shrink.cliargs import HelpFormatter, add_training_flags, help_style, recipe_overrides, usage_examples
 from shrink.errors import cli_entry
 
 
@@ -27,47 +27,60 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from shrink.recipe import list_recipes, recipe_path
+    from shrink.recipe import describe_recipe, list_recipes
 
     for name in list_recipes():
-        print(f"{name:32s} {recipe_path(name)}")
+        command, summary = describe_recipe(name)
+        print(f"{name:24s} {command:13s} {summary}")
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from shrink.models import model_names
+    from shrink.models.create import model_catalog
 
-    for kind, names in model_names().items():
-        print(f"{kind}: {', '.join(names)}")
+    for row in model_catalog():
+        params = row["params"]
+        size = "?" if params is None else f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.0f}K"
+        print(f"{row['name']:16s} {size:>6s}  {row['family']:9s}  {row['needs']}")
     return 0
 
 
 def _datasets(args: argparse.Namespace) -> int:
     from shrink.data import DATASETS
 
-    print(", ".join(DATASETS.names()))
+    width = max(map(len, DATASETS.names()))
+    for name in DATASETS.names():
+        aliases = DATASETS.aliases_of(name)
+        print(f"{name:{width}s}  {DATASETS.summary(name)}" + (f" (also: {', '.join(aliases)})" if aliases else ""))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of the ``shrink`` command."""
+    from shrink.deploy_cli import __doc__ as deploy_doc
     from shrink.deploy_cli import configure_bench_parser, configure_export_parser, run_bench, run_export
 
-    parser = argparse.ArgumentParser(prog="shrink", description="shrink: model compression core commands")
+    parser = argparse.ArgumentParser(prog="shrink", description="shrink: model compression core commands",
+                                     epilog=usage_examples(__doc__), formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"shrink {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train or fine-tune a model (teachers, base models to prune)")
+    text = "train or fine-tune a model (teachers, base models to prune)"
+    train = sub.add_parser("train", help=text, description=text, **help_style(__doc__, "shrink train"))
     add_training_flags(train)
     train.set_defaults(func=_train)
-    export = sub.add_parser("export", help="export a run's model to ONNX, validate it, optionally quantize")
+    text = "export a run's model to ONNX, validate it, optionally quantize"
+    export = sub.add_parser("export", help=text, description=text,
+                            **help_style(deploy_doc, "shrink export", positionals="SOURCE "))
     configure_export_parser(export)
     export.set_defaults(func=run_export)
-    bench = sub.add_parser("bench", help="parameters, MACs, size, latency and accuracy of runs / ONNX files")
+    text = "parameters, MACs, size, latency and accuracy of runs / ONNX files"
+    bench = sub.add_parser("bench", help=text, description=text,
+                           **help_style(deploy_doc, "shrink bench", positionals="TARGET [TARGET ...] "))
     configure_bench_parser(bench)
     bench.set_defaults(func=run_bench)
-    for name, func, text in (("recipes", _recipes, "list the shipped recipes"),
-                             ("models", _models, "list the model zoo and aliases"),
-                             ("datasets", _datasets, "list the dataset loaders")):
+    for name, func, text in (("recipes", _recipes, "list the shipped recipes: command and purpose"),
+                             ("models", _models, "list the models: size and what each needs"),
+                             ("datasets", _datasets, "list the datasets: what each is and needs")):
         sub.add_parser(name, help=text).set_defaults(func=func)
     return parser
 

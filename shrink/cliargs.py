@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any, Callable
 
 import yaml
@@ -22,6 +23,11 @@ from shrink.errors import UserError
 def float_list(text: str) -> list[float]:
     """A comma-separated list of numbers, for list-valued flags. Usage: ``float_list("60,90") == [60.0, 90.0]``."""
     return [float(part) for part in text.split(",") if part.strip()]
+
+
+def name_list(text: str) -> list[str]:
+    """A comma-separated list of names. Usage: ``name_list("tensorboard,mlflow") == ["tensorboard", "mlflow"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 # flag dest -> (recipe key, type (a str -> value converter), help)
@@ -54,17 +60,67 @@ TRAINING_FLAGS: FlagTable = {
     "select_on": ("train.select_on", str, "where the best epoch is chosen: dev (default) or train-holdout "
                   "(a seeded 10%% of the training data, so the dev split is only reported)"),
     "checkpoint_every": ("train.checkpoint_every", int, "also checkpoint every N optimizer steps"),
+    "report_to": ("train.report_to", name_list, "experiment trackers for loss, lr and dev metrics: tensorboard, "
+                  "wandb and/or mlflow (comma-separated; TensorBoard and MLflow write to RUN/logs)"),
     "out": ("output_dir", str, "run directory"),
 }
 
 
-def add_flag_table(parser: argparse.ArgumentParser, table: FlagTable) -> None:
-    """Add one ``--flag`` per entry of ``table`` (dest -> (recipe key, type, help)).
+# Help groups of the shared flags, by the recipe section their key is in; the rest is about the run itself.
+SECTION_GROUPS = {"data": "data", "model": "model", "train": "training"}
+RUN_GROUP = "recipe, run directory and output"
+RUN_KEYS = ("output_dir", "train.report_to", "train.checkpoint_every")
+EXAMPLES_HEADING = "examples:"
 
-    Usage: ``add_flag_table(parser, {"speedup": ("prune.speedup", float, "target MACs speed-up")})``
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that the examples epilog keeps its lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES_HEADING):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def usage_examples(doc: str | None, prefix: str = "") -> str:
+    """The command lines of ``doc``'s ``Usage::`` block (those starting with ``prefix``) as a help epilog.
+
+    A command's module docstring is the one place its examples are written; ``--help`` shows the same.
+    Usage: ``usage_examples(__doc__, prefix="shrink train")``
     """
+    _, found, block = (doc or "").partition("Usage::")
+    if not found:
+        return ""
+    lines = textwrap.dedent(block.strip("\n")).splitlines()
+    commands = [line for line in lines if line.strip() and line.startswith(prefix)]
+    return "\n".join([EXAMPLES_HEADING, *(f"  {line}" for line in commands)]) if commands else ""
+
+
+def help_style(doc: str | None, prefix: str = "", positionals: str = "") -> dict[str, Any]:
+    """ArgumentParser keywords for a readable ``--help``: a short usage line and the examples of ``doc``.
+
+    Usage: ``argparse.ArgumentParser(prog="prune", description="...", **help_style(__doc__))``
+    """
+    return {"usage": f"%(prog)s {positionals}[options]", "epilog": usage_examples(doc, prefix),
+            "formatter_class": HelpFormatter}
+
+
+def flag_group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The help group ``title`` of ``parser``, made on first use. Usage: ``flag_group(parser, "data")``."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
+def add_flag_table(parser: argparse.ArgumentParser, table: FlagTable, title: str | None = None) -> None:
+    """Add one ``--flag`` per entry of ``table`` (dest -> (recipe key, type, help)), in help group ``title``.
+
+    Usage: ``add_flag_table(parser, {"speedup": ("prune.speedup", float, "target MACs speed-up")}, "pruning")``
+    """
+    target = flag_group(parser, title) if title else parser
     for dest, (key, kind, text) in table.items():
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
+        target.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=f"{text} [{key}]")
 
 
 def table_overrides(args: argparse.Namespace, table: FlagTable) -> dict[str, Any]:
@@ -73,19 +129,24 @@ def table_overrides(args: argparse.Namespace, table: FlagTable) -> dict[str, Any
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """Add --recipe, the recipe-override flags, --set, --resume, --overwrite, --no-progress, --quiet, --verbose."""
-    parser.add_argument("--recipe", help="recipe name (see `shrink recipes`) or YAML file")
+    """Add --recipe, the recipe-override flags, --set, --resume, --overwrite, --no-progress, --quiet, --verbose,
+    in help groups after any the command made first (its own flags come first in ``--help``)."""
+    for title in (*SECTION_GROUPS.values(), RUN_GROUP):  # made in the order --help shows them
+        flag_group(parser, title)
+    run_group = flag_group(parser, RUN_GROUP)
+    run_group.add_argument("--recipe", help="recipe name (see `shrink recipes`) or YAML file")
     for dest, (key, kind, text) in TRAINING_FLAGS.items():
         flag = "--" + dest.replace("_", "-")
         aliases = ["--task"] if dest == "dataset" else ["--output-dir"] if dest == "out" else []
-        parser.add_argument(flag, *aliases, dest=dest, type=kind, help=f"{text} [{key}]")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe key, e.g. --set train.warmup_ratio=0.1")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (bars appear only on a terminal; elsewhere one line per epoch)")
-    loudness = parser.add_mutually_exclusive_group()
+        title = RUN_GROUP if key in RUN_KEYS else SECTION_GROUPS[key.split(".")[0]]
+        flag_group(parser, title).add_argument(flag, *aliases, dest=dest, type=kind, help=f"{text} [{key}]")
+    run_group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override any recipe key, e.g. --set train.warmup_ratio=0.1")
+    run_group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run_group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run_group.add_argument("--no-progress", action="store_true",
+                           help="no progress bar (bars appear only on a terminal; elsewhere one line per epoch)")
+    loudness = run_group.add_mutually_exclusive_group()
     loudness.add_argument("--quiet", action="store_const", const="quiet", dest="verbosity",
                           help="neither bars nor per-epoch lines: only the results and errors")
     loudness.add_argument("--verbose", action="store_const", const="verbose", dest="verbosity",

@@ -224,9 +224,11 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------------------- export
 def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opset: int | None = None,
                   quantize: str | None = None, atol: float = 1e-4, example_shape: str | None = None,
-                  seq_len: int | None = None, batch_size: int = 8, calibration_samples: int = 128) -> dict[str, Any]:
+                  seq_len: int | None = None, batch_size: int = 8, calibration_samples: int = 128,
+                  fuse: bool = True) -> dict[str, Any]:
     """Export a run's (or a model folder's) model to ONNX, validate it, optionally quantize; write export.json.
 
+    ``fuse=False`` keeps standard ONNX operators (no ONNX Runtime fused kernels), for other runtimes.
     Returns what export.json holds. Usage: ``export_source("runs/r20", "out/model.onnx", quantize="int8")``
     """
     from shrink.bench import example_inputs
@@ -248,9 +250,10 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
                             f"{source.model_dir} alone, with generated sample inputs") from None
     if view is None:
         sample = example_inputs(model, batch_size, image_shape=parse_shape(example_shape), seq_len=seq_len or 128)
-        report = export_onnx(model, target, example_batch=sample, opset=opset, tokenizer=tokenizer, atol=atol)
+        report = export_onnx(model, target, example_batch=sample, opset=opset, tokenizer=tokenizer, atol=atol,
+                             fuse=fuse)
     else:
-        report = view.export(model, target, batch_size, opset=opset, atol=atol)
+        report = view.export(model, target, batch_size, opset=opset, atol=atol, fuse=fuse)
     record: dict[str, Any] = {"source": str(source.root.resolve()), "export": report.to_dict()}
     if method is not None:
         data = {} if view is None else {"calibration": view.loader("train", calibration_samples, batch_size=32),
@@ -263,8 +266,10 @@ def export_source(path: str | Path, onnx_path: str | Path | None = None, *, opse
 def export_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The table ``shrink export`` prints: one row per written model."""
     export = record["export"]
-    rows = [{"model": export["path"], "opset": export["opset"], "MB": export["size_bytes"] / 1e6,
-             "max abs diff": export["max_abs_diff"], "argmax agreement": export["argmax_agreement"]}]
+    fused = ", ".join(f"{count} {name}" for name, count in export["fused"].items()) or "nothing"
+    rows = [{"model": export["path"], "opset": export["opset"], "fused for ONNX Runtime": fused,
+             "MB": export["size_bytes"] / 1e6, "max abs diff": export["max_abs_diff"],
+             "argmax agreement": export["argmax_agreement"]}]
     quantized = record.get("quantization")
     if quantized:
         rows.append({"model": quantized["path"], "opset": export["opset"], "MB": quantized["size_bytes"] / 1e6,
@@ -280,6 +285,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("source", help="run directory (RUN/model + RUN/recipe.yaml) or a saved model folder")
     parser.add_argument("--onnx", help="output .onnx path (default: SOURCE/model.onnx)")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="keep standard ONNX operators only (default: attention, LayerNorm and GELU blocks are "
+                             "fused into ONNX Runtime's own kernels, which other runtimes lack)")
     parser.add_argument("--opset", type=int,
                         help="ONNX opset, refused when the model cannot be converted to it (default: 17 where the "
                              "model converts, else the exporter's own; the table shows which)")
@@ -301,7 +309,7 @@ def run_export(args: argparse.Namespace) -> int:
     require_positive(args, "batch_size", "calibration_samples", "seq_len", "opset")
     record = export_source(args.source, args.onnx, opset=args.opset, quantize=args.quantize, atol=args.atol,
                            example_shape=args.example_shape, seq_len=args.seq_len, batch_size=args.batch_size,
-                           calibration_samples=args.calibration_samples)
+                           calibration_samples=args.calibration_samples, fuse=not args.no_fuse)
     print_table(f"shrink export: {args.source}", export_rows(record))
     return 0
 
@@ -385,17 +393,14 @@ def _inputs_and_data(view: TaskView | None, tokenizer: Any, split: str, shape: t
 
 
 def bench_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The table ``shrink bench`` prints: one row per model, median latency (or a noise flag) and IQR per batch
+    """The table ``shrink bench`` prints: one row per model, median latency (or a noise flag) and p90 per batch
     size, the primary metric."""
-    from shrink.timing import shown
+    from shrink.timing import latency_columns
 
     rows = []
     for record in records:
         row = {"model": record["target"], "runtime": record["runtime"], "params": record["params"],
-               "MACs": record["macs"], "MB": record["size_bytes"] / 1e6}
-        for size, latency in record["latency"].items():
-            row[f"b{size} median ms"] = shown(latency)
-            row[f"b{size} IQR ms"] = latency["iqr_ms"]
+               "MACs": record["macs"], "MB on disk": record["size_bytes"] / 1e6, **latency_columns(record["latency"])}
         if record.get("metrics"):
             name = record["primary_metric"]
             row[f"{record['split']} {name}"] = record["metrics"][name]

@@ -26,6 +26,7 @@ from shrink.data import TaskData, load_task_data, make_collate
 from shrink.errors import UserError
 from shrink.models import create_model, model_modality, name_labels, save_model
 from shrink.recipe import Recipe, TrainConfig, read_yaml, save_recipe
+from shrink.modelcard import ModelCard
 from shrink.report import publish
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir
 from shrink.timing import latency_columns
@@ -37,7 +38,7 @@ HOLDOUT_FRACTION = 0.1
 LR_TRANSFORMER, LR_CNN = 5e-5, 1e-3
 # Recipe keys that do not change what a run computes, so --resume may change them.
 RESUME_FREE_KEYS = {"output_dir", "data.data_dir", "train.progress", "train.verbosity", "train.num_workers",
-                    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size"}
+                    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size", "train.report_to"}
 
 
 @dataclass
@@ -69,7 +70,7 @@ def load_task(recipe: Recipe) -> TaskData:
     data = recipe.data
     task = load_task_data(
         data.dataset, data.data_dir, text_column=data.text_column, text_pair_column=data.text_pair_column,
-        label_column=data.label_column, max_train_samples=data.max_train_samples,
+        label_column=data.label_column, domain_column=data.domain_column, max_train_samples=data.max_train_samples,
         max_eval_samples=data.max_eval_samples, seed=recipe.train.seed, augment=data.augment,
     )
     for split in ("train", "dev"):
@@ -142,12 +143,21 @@ def selection_splits(task: TaskData, config: TrainConfig) -> tuple[Dataset, Data
     """
     if config.select_on == "dev":
         return task.train, task.dev
-    total = len(task.train)  # type: ignore[arg-type]
-    held = max(1, round(total * HOLDOUT_FRACTION))
+    size = len(task.train)  # type: ignore[arg-type]
+    kept, held = holdout_split(size, HOLDOUT_FRACTION, config.seed, "--select-on train-holdout")
+    return Subset(task.train, kept), Subset(task.train, held)
+
+
+def holdout_split(total: int, fraction: float, seed: int, needed_by: str) -> tuple[list[int], list[int]]:
+    """(kept, held-out) sorted indices of ``total`` examples, a seeded ``fraction`` held out (at least one).
+
+    Usage: ``train_idx, held_idx = holdout_split(len(dataset), 0.1, seed=3, needed_by="--select-on")``
+    """
+    held = max(1, round(total * fraction))
     if held >= total:
-        raise UserError(f"--select-on train-holdout needs more than {total} training examples")
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(config.seed)).tolist()
-    return Subset(task.train, sorted(order[held:])), Subset(task.train, sorted(order[:held]))
+        raise UserError(f"{needed_by} needs more than {total} training examples to hold some out")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[held:]), sorted(order[:held])
 
 
 def selected_on(config: TrainConfig) -> str:
@@ -235,7 +245,8 @@ def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, An
         "command": "train", "model": recipe.model.name, "dataset": experiment.task.name,
         "primary_metric": experiment.task.metrics[0], "dev": dev, "best_epoch": result.best_epoch,
         "selected_on": recipe.train.select_on, "selection_score": result.best,
-        "final_epoch_dev": result.final, "steps": result.steps,
+        # the last epoch's scores are on the selection split: dev, or the training holdout
+        f"final_epoch_{'dev' if recipe.train.select_on == 'dev' else 'holdout'}": result.final, "steps": result.steps,
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
         **figures, "history": result.history,
     }
@@ -246,5 +257,9 @@ def _train_in(experiment: Experiment, run: RunDir, resume: bool) -> dict[str, An
                **latency_columns({"1": figures["latency"]["1"]})}
     intro = (f"{recipe.model.name} trained on {experiment.task.name}; the best epoch was chosen on "
              f"{selected_on(recipe.train)} (the training history's scores are on that split).")
-    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])])
+    card = ModelCard(method=f"{recipe.model.name} trained with `shrink train` (best epoch chosen on "
+                     f"{selected_on(recipe.train)})", dataset=experiment.task.name, metrics=dev,
+                     base_model=recipe.model.name if experiment.is_transformer else None)
+    publish(run, metrics, "shrink train", intro, [("training history", result.history), ("result", [summary])],
+            card=card)
     return metrics

@@ -123,7 +123,10 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
     # The exporter records shapes of weights; the quantizer transposes Gemm weights and the stale shapes
     # then contradict ONNX shape inference. They are recomputed anyway.
     del model.graph.value_info[:]
-    quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(DYNAMIC_OPS))
+    # Shape inference cannot type the outputs of ONNX Runtime's fused kernels (Attention, SkipLayerNorm):
+    # their weights and activations are float32, as every graph shrink.export writes.
+    quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(DYNAMIC_OPS),
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def _quantize_static(source: Path, target: Path, calibration: Iterable[Mapping[str, torch.Tensor]],

@@ -62,6 +62,7 @@ class DataSection(Section):
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    domain_column: str | None = None
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
@@ -74,6 +75,7 @@ class TrainConfig(Section):
     ``milestones`` (epochs) and ``gamma`` belong to ``schedule: multistep``; ``momentum`` to ``optimizer: sgd``.
     ``select_on`` is where the best epoch is chosen: the dev split (whose score is then optimistic), or
     ``train-holdout``, a seeded slice of the training data held out of training, so dev is only reported.
+    ``report_to`` names experiment trackers that receive the loss, lr and dev metrics (:mod:`shrink.tracking`).
     """
 
     epochs: float = Field(3, gt=0)
@@ -98,6 +100,7 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0)
     progress: bool = True
     verbosity: Literal["quiet", "normal", "verbose"] = "normal"
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _milestones_match_schedule(self) -> TrainConfig:
@@ -148,6 +151,22 @@ def list_recipes() -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
+
+
+# A recipe's method section names the command that runs it; one without is a `shrink train` recipe.
+SECTION_COMMANDS = {"distill": "distill", "prune": "prune", "assemble": "assemble"}
+
+
+def describe_recipe(name: str) -> tuple[str, str]:
+    """The command a recipe is for and the first sentence of the comment at its top.
+
+    Usage: ``command, summary = describe_recipe("demo")``
+    """
+    path = recipe_path(name)
+    text = path.read_text(encoding="utf-8")
+    command = next((cmd for key, cmd in SECTION_COMMANDS.items() if key in read_yaml(path)), "shrink train")
+    first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+    return command, first.split(". ")[0].split(" (")[0].rstrip(".:")
 
 
 def read_yaml(path: Path | Traversable) -> dict[str, Any]:
@@ -220,10 +239,16 @@ def _valid_keys(schema: type[BaseModel], parents: tuple[str, ...]) -> list[str]:
         field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
-        model = field.annotation
+        model = _optional_section(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+def _optional_section(annotation: Any) -> Any:
+    """The section inside an optional one (``MoESection | None`` -> ``MoESection``), else ``annotation``."""
+    sections = [arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+    return sections[0] if len(sections) == 1 else annotation
 
 
 def validator_message(err: ValidationError) -> str:

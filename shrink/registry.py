@@ -29,22 +29,28 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
+        self._summaries: dict[str, str] = {}
 
-    def add(self, name: str, obj: T, aliases: tuple[str, ...] = ()) -> T:
-        """Register ``obj`` under ``name`` (and ``aliases``). Usage: ``REG.add("x", fn)``."""
+    def add(self, name: str, obj: T, aliases: tuple[str, ...] = (), summary: str = "") -> T:
+        """Register ``obj`` under ``name`` (and ``aliases``), with a one-line ``summary`` for listings.
+
+        Usage: ``REG.add("x", fn, summary="what x is; what it needs")``
+        """
         for key in (name, *aliases):
             if key in self._entries or key in self._aliases:
                 raise ValueError(f"{self.kind} '{key}' is registered twice")
         self._entries[name] = obj
         for alias in aliases:
             self._aliases[alias] = name
+        if summary:
+            self._summaries[name] = summary
         return obj
 
-    def register(self, name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+    def register(self, name: str, aliases: tuple[str, ...] = (), summary: str = "") -> Callable[[T], T]:
         """Decorator form of :meth:`add`. Usage: ``@REG.register("x")``."""
 
         def decorate(obj: T) -> T:
-            return self.add(name, obj, aliases)
+            return self.add(name, obj, aliases, summary)
 
         return decorate
 
@@ -67,6 +73,22 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name.lower(), known + sorted(self._aliases), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"unknown {self.kind} '{name}'{hint} known: {', '.join(known)}"
+
+    def summary(self, name: str) -> str:
+        """One line on ``name``: its registered summary, else the first line of its docstring.
+
+        Usage: ``print(name, REG.summary(name))``
+        """
+        key = self.canonical(name)
+        if key in self._summaries:
+            return self._summaries[key]
+        doc = getattr(self._entries[key], "__doc__", None) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def aliases_of(self, name: str) -> list[str]:
+        """The aliases of ``name``, sorted. Usage: ``REG.aliases_of("sst2") == ["sst-2"]``."""
+        key = self.canonical(name)
+        return sorted(alias for alias, target in self._aliases.items() if target == key)
 
     def names(self) -> list[str]:
         """Registered names (aliases excluded), sorted."""

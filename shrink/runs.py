@@ -8,7 +8,7 @@ Layout::
     RUN/checkpoints/      Accelerate states, ``step-N`` folders, renamed into place when whole
     RUN/best/             the best model so far (by the dev metric)
     RUN/model/            the final model
-    RUN/metrics.json      every figure the command printed; written last
+    RUN/metrics.json      every figure the command printed, and its provenance; written last
     RUN/report.md         the human-readable summary
 
 Usage::
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shrink.errors import UserError
+from shrink.provenance import provenance, utc_now
 from shrink.runlock import LOCK_FILE, RunLock
 
 RUNNING_MARKER = "RUNNING"
@@ -151,6 +152,7 @@ class RunDir:
         self._lock: RunLock | None = None
         self._previous: tuple[Path, RunLock] | None = None  # a run set aside by overwrite, still locked
         self._fresh = False
+        self._started_at, self._resumed = utc_now(), False
 
     @classmethod
     def create(cls, path: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> "RunDir":
@@ -192,6 +194,7 @@ class RunDir:
                 self._set_aside(lock)
             else:
                 self._lock = lock
+                self._resumed = resume
         elif resume:
             raise UserError(f"cannot resume: run directory {path} does not exist or is empty")
         else:
@@ -294,7 +297,9 @@ class RunDir:
         return target
 
     def finish(self, metrics: dict[str, Any], report: str) -> None:
-        """Write metrics.json and report.md, then mark the run complete and release it."""
+        """Add the provenance to ``metrics``, write it as metrics.json and ``report`` as report.md, then mark the
+        run complete and release it (the caller's dict then equals metrics.json)."""
+        metrics["provenance"] = provenance(self._started_at, self._resumed)
         self.write_json("metrics.json", metrics)
         self.write_text("report.md", report)
         (self.path / RUNNING_MARKER).unlink(missing_ok=True)

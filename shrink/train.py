@@ -42,6 +42,7 @@ from shrink.optim import make_optimizer, make_scheduler
 from shrink.progress import bars_on, lines_on
 from shrink.recipe import TrainConfig
 from shrink.runs import RunDir, atomic_write_json
+from shrink.tracking import LOGS_FOLDER, check_trackers, hyperparameters
 
 Batch = Mapping[str, torch.Tensor]
 StepOutput = torch.Tensor | Mapping[str, torch.Tensor]
@@ -184,7 +185,11 @@ class Trainer:
         self.save_model = save_model
         self.step_fn = step or supervised_step(is_regression)
         check_mixed_precision(self.config)
-        self.accelerator = make_accelerator(self.config)
+        # trackers write beside the run; a phase without a run directory (a throwaway model) is not tracked
+        self.tracked = bool(self.config.report_to) and run is not None
+        if self.tracked:
+            check_trackers(self.config.report_to)
+        self.accelerator = make_accelerator(self.config, run.path / LOGS_FOLDER if self.tracked else None)
         self.sampler = EpochSampler(len(train_set), self.config.seed)  # type: ignore[arg-type]
         train_loader = DataLoader(
             SeededExamples(train_set, self.config.seed), batch_size=self.config.batch_size,
@@ -217,6 +222,8 @@ class Trainer:
         set_seed(self.config.seed)  # dropout draws depend on the seed alone, not on what ran before fit
         if self.resume:
             self._load_latest_checkpoint()
+        if self.tracked:
+            self.accelerator.init_trackers(self.name, config=hyperparameters(self.config))
         prog = self.progress
         bar = tqdm(total=self.total_steps, initial=prog.step, desc=self.name, unit="step",
                    disable=not (bars_on(self.config.progress, self.config.verbosity)
@@ -251,8 +258,9 @@ class Trainer:
                 bar.update(1)
                 if prog.step % 10 == 0 or prog.step == self.total_steps:
                     now = time.perf_counter()
-                    bar.set_postfix(loss=f"{running_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
-                                    samples_s=f"{window_samples / max(now - window_start, 1e-9):.0f}")
+                    lr, speed = self.scheduler.get_last_lr()[0], window_samples / max(now - window_start, 1e-9)
+                    bar.set_postfix(loss=f"{running_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{speed:.0f}")
+                    self._log({"train/loss": running_loss, "train/lr": lr, "train/samples_per_s": speed})
                     window_start, window_samples = now, 0
                 if self.config.checkpoint_every and prog.step % self.config.checkpoint_every == 0:
                     prog.train_seconds += time.perf_counter() - epoch_start
@@ -263,6 +271,8 @@ class Trainer:
             prog.train_seconds += time.perf_counter() - epoch_start
             self._end_epoch(self._epoch_train_loss())
         bar.close()
+        if self.tracked:
+            self.accelerator.end_training()
         return self._result()
 
     def _train_mode(self) -> None:
@@ -301,6 +311,8 @@ class Trainer:
                 prog.best_score, prog.best_epoch, prog.best = score, prog.epoch + 1, metrics
                 self._save_model("best")
         prog.history.append(entry)
+        self._log({("train/epoch_loss" if key == "train_loss" else f"dev/{key}"): value
+                   for key, value in entry.items() if key not in ("epoch", "step")})
         if lines_on(self.config.progress, self.config.verbosity):
             epochs = math.ceil(self.total_steps / self.steps_per_epoch)
             figures = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))
@@ -309,6 +321,10 @@ class Trainer:
         prog.epoch += 1
         prog.batches_in_epoch, prog.epoch_loss_sum = 0, 0.0
         self._checkpoint()
+
+    def _log(self, values: dict[str, float]) -> None:
+        if self.tracked:
+            self.accelerator.log(values, step=self.progress.step)
 
     # ------------------------------------------------------------------------------ evaluate
     def evaluate(self, loader: DataLoader | None = None) -> dict[str, float]:
@@ -410,18 +426,20 @@ def check_mixed_precision(config: TrainConfig) -> None:
         raise UserError("--mixed-precision fp16 needs a GPU; use bf16 on a CPU")
 
 
-def make_accelerator(config: TrainConfig) -> Accelerator:
+def make_accelerator(config: TrainConfig, logging_dir: Path | None = None) -> Accelerator:
     """An Accelerator for ``config``; in a single process, settings left by an earlier run are replaced.
 
     Accelerate keeps its state in a process-wide singleton, so a notebook or test that trains twice with
-    different precision would otherwise be refused. Usage: ``make_accelerator(TrainConfig())``.
+    different precision would otherwise be refused. With ``logging_dir`` the trackers of
+    ``config.report_to`` are attached. Usage: ``make_accelerator(TrainConfig())``.
     """
     from accelerate.state import AcceleratorState
 
     if AcceleratorState._shared_state and process_state().num_processes == 1:
         AcceleratorState._reset_state()
+    tracking = {"log_with": list(config.report_to), "project_dir": logging_dir} if logging_dir else {}
     return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
-                       cpu=_multi_cpu())
+                       cpu=_multi_cpu(), **tracking)
 
 
 def process_state() -> PartialState:

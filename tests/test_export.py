@@ -76,6 +76,16 @@ def test_bert_export_runs_in_plain_onnxruntime_at_other_batch_and_sequence_sizes
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_transformer_blocks_are_fused_for_onnxruntime_unless_asked_not_to(bert_export, tmp_path: Path) -> None:
+    model, path = bert_export
+    fused = {node.op_type for node in onnx.load(str(path)).graph.node if node.domain == "com.microsoft"}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= fused  # the 2-layer BERT's blocks, fused
+    batch = dict(AutoTokenizer.from_pretrained(path.parent)(SENTENCES[:2], padding=True, return_tensors="pt"))
+    plain = export_onnx(model, tmp_path / "model.onnx", example_batch=batch, fuse=False)
+    assert plain.fused == {} and all(node.domain == "" for node in onnx.load(plain.path).graph.node)
+    np.testing.assert_allclose(OnnxModel(path)(**batch).numpy(), OnnxModel(plain.path)(**batch).numpy(), atol=1e-5)
+
+
 def test_regression_bert_exports_one_score_and_says_so(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, tokenizer = create_model("bert-tiny", num_classes=1, is_regression=True,
@@ -181,7 +191,8 @@ def test_shrink_export_cli_quantizes_and_reports_accuracy(tmp_path: Path, capsys
         quantized["metrics_int8"]["accuracy"] - quantized["metrics_fp32"]["accuracy"])
     labels = json.loads(out.with_name("labels.json").read_text())
     assert labels["label_names"][0] == "stripes-0deg" and len(labels["normalize"]["mean"]) == 3
-    assert "static" in capsys.readouterr().out  # the table names the int8 method
+    table = capsys.readouterr().out
+    assert "static" in table and "nothing" in table  # the int8 method, and that a CNN has no block to fuse
 
 
 @pytest.mark.parametrize("argv, message", [

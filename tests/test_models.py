@@ -17,7 +17,7 @@ from shrink.models import (
     create_model,
     load_hf_classifier,
     load_model,
-    model_names,
+    model_catalog,
     save_model,
 )
 
@@ -196,8 +196,9 @@ def test_tinybert_offline_falls_back_to_its_config(offline_hub: None, tokenizer:
     assert model(**tok(["great"], return_tensors="pt")).logits.shape == (1, 2)
 
 
-def test_model_names_lists_every_family() -> None:
-    names = model_names()
-    assert {"resnet56", "vgg19_bn", "vit-small"} <= set(names["vision"])
-    assert {"bert-tiny", "bert-mini", "tinybert-config"} <= set(names["hf_presets"])
-    assert {"bert-base", "tinybert", "distilbert"} <= set(names["hf_aliases"])
+def test_model_catalog_lists_every_family_with_sizes_offline() -> None:
+    rows = {row["name"]: row for row in model_catalog()}
+    assert {"resnet56", "vgg19_bn", "vit-small", "bert-tiny", "tinybert-config", "bert-base", "distilbert"} <= set(rows)
+    assert 0.8e6 < rows["resnet56"]["params"] < 0.9e6  # the paper's 0.85M
+    assert rows["tinybert-config"]["params"] == rows["tinybert"]["params"]  # the published shape, counted offline
+    assert rows["resnet56"]["needs"].startswith("offline") and "Hub" in rows["bert-base"]["needs"]

@@ -32,3 +32,5 @@ def test_the_report_says_where_the_best_epoch_was_chosen(select_on: str, said: s
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["selected_on"] == select_on and set(metrics["dev"]) == set(metrics["selection_score"])
     assert said in (tmp_path / "run" / "report.md").read_text()
+    split = "dev" if select_on == "dev" else "holdout"  # the last epoch's scores are named by their split
+    assert metrics[f"final_epoch_{split}"] == {k: v for k, v in metrics["history"][-1].items() if k in metrics["dev"]}

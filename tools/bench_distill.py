@@ -54,7 +54,8 @@ def run_once(command: str, args: list[str], out: Path) -> dict[str, Any]:
 def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
               teacher_args: list[str], student_args: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
     """The teacher run and one result row per (pipeline, seed) for ``task``."""
-    base = ["--task", task, "--data-dir", str(data_dir), *common]
+    # the best epoch is chosen on a training holdout, so the dev scores compared here are not selected on
+    base = ["--task", task, "--data-dir", str(data_dir), "--select-on", "train-holdout", *common]
     teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], out / f"{task}-teacher")
     rows = []
     for name, flags in ROWS.items():

@@ -1,8 +1,10 @@
-"""Deployment speed: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8 (dynamic) for BERT shapes.
+"""Deployment speed: PyTorch eager vs ONNX Runtime fp32 (standard operators, and with transformer blocks
+fused into ONNX Runtime's kernels) vs ONNX Runtime int8 (dynamic, from the fused graph) for BERT shapes.
 
 A TinyBERT-shaped classifier (4 layers, hidden 312, FFN 1200, 12 heads) and a BERT-base-shaped one, at
-random init (weights do not change latency), are exported with ``shrink.export`` (parity-checked) and
-quantized with ``shrink.quantize``; each runtime is timed at every batch size at sequence length 128. The
+random init (weights do not change latency), are exported with ``shrink.export`` (parity-checked; once with
+``fuse=False``, once fused) and quantized with ``shrink.quantize``; each runtime is timed at every batch
+size at sequence length 128. The
 runtimes are timed in alternation for ``--rounds`` rounds so machine noise hits all alike; the median over
 all timed blocks is reported, with the speed-up ratios. Goals: ORT fp32 >= 3x eager at batch 1,
 int8 >= 1.5x ORT fp32. ``--sst2 RUN`` also exports a trained SST-2 run and reports the dev accuracy of
@@ -35,7 +37,7 @@ from shrink.report import print_table
 from shrink.runs import atomic_write_json
 
 SHAPES: dict[str, dict[str, int]] = {"tinybert": TINYBERT4_SHAPE, "bert-base": {}}  # {}: BertConfig's defaults
-RUNTIMES = ("pytorch eager", "onnxruntime fp32", "onnxruntime int8")
+RUNTIMES = ("pytorch eager", "onnxruntime fp32 unfused", "onnxruntime fp32", "onnxruntime int8")
 
 
 def random_bert(shape: dict[str, int], seed: int = 0) -> BertForSequenceClassification:
@@ -56,17 +58,20 @@ def time_runtimes(models: dict[str, torch.nn.Module], batch_sizes: Sequence[int]
 def bench_shape(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Export, quantize and time one BERT shape; returns its latencies, ratios and file sizes."""
     model = random_bert(SHAPES[name])
-    path = workdir / name / "model.onnx"
-    exported = export_onnx(model, path, example_batch=example_inputs(model, 2, seq_len=16), atol=args.atol)
+    path, plain = workdir / name / "model.onnx", workdir / name / "plain" / "model.onnx"
+    sample = example_inputs(model, 2, seq_len=16)
+    exported = export_onnx(model, path, example_batch=sample, atol=args.atol)
+    export_onnx(model, plain, example_batch=sample, atol=args.atol, fuse=False)
     quantized = quantize_int8(path, method="dynamic")
-    models = {RUNTIMES[0]: model, RUNTIMES[1]: OnnxModel(path), RUNTIMES[2]: OnnxModel(quantized.path)}
+    models = dict(zip(RUNTIMES, (model, OnnxModel(plain), OnnxModel(path), OnnxModel(quantized.path))))
     latency = time_runtimes(models, args.batch_sizes, args.seq_len, args.rounds, args.min_time)
-    eager, fp32, int8 = (latency[runtime] for runtime in RUNTIMES)
+    eager, unfused, fp32, int8 = (latency[runtime] for runtime in RUNTIMES)
     return {
-        "model": name, "params": count_parameters(model),
+        "model": name, "params": count_parameters(model), "fused": exported.fused,
         "fp32_mb": exported.size_bytes / 1e6, "int8_mb": quantized.size_bytes / 1e6,
         "max_abs_diff": exported.max_abs_diff, "latency_ms": latency,
         "ort_fp32_speedup_vs_eager": {b: eager[b] / fp32[b] for b in eager},
+        "fused_speedup_vs_unfused": {b: unfused[b] / fp32[b] for b in fp32},
         "int8_speedup_vs_ort_fp32": {b: fp32[b] / int8[b] for b in fp32},
     }
 
@@ -79,6 +84,7 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row = {"model": result["model"], "batch": int(size)}
             row.update({f"{runtime} ms": result["latency_ms"][runtime][size] for runtime in RUNTIMES})
             row["ORT/eager x"] = result["ort_fp32_speedup_vs_eager"][size]
+            row["fused/unfused x"] = result["fused_speedup_vs_unfused"][size]
             row["int8/fp32 x"] = result["int8_speedup_vs_ort_fp32"][size]
             rows.append(row)
     return rows

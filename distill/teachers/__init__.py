@@ -1,4 +1,5 @@
-"""Teachers by name in ``TEACHERS``: ``single`` and ``ensemble`` (averaged logits); loading and fine-tune detection.
+"""Teachers by name in ``TEACHERS``: ``single``, ``ensemble`` (averaged logits) and ``meta-dmoe`` (experts fused
+by an aggregator, built by ``distill --moe``); loading and fine-tune detection.
 
 Usage::
 
@@ -13,6 +14,7 @@ from typing import Sequence
 from torch import nn
 
 from distill.teachers.ensemble import EnsembleTeacher
+from distill.teachers.meta_dmoe import MetaDMoETeacher
 from distill.teachers.single import (
     TEACHERS,
     SingleTeacher,
@@ -48,6 +50,7 @@ def teacher_class(count: int, kind: str | None = None) -> type[Teacher]:
 __all__ = [
     "TEACHERS",
     "EnsembleTeacher",
+    "MetaDMoETeacher",
     "SingleTeacher",
     "Teacher",
     "TeacherMember",

@@ -110,4 +110,6 @@ def _label_names(path: Path, key: bytes, classes: int) -> list[str]:
 
 
 for _name in CIFAR:
-    DATASETS.add(_name, functools.partial(load_cifar, _name), (_name.replace("cifar", "cifar-"),))
+    DATASETS.add(_name, functools.partial(load_cifar, _name), (_name.replace("cifar", "cifar-"),),
+                 summary=f"{CIFAR[_name].classes} classes of 32x32 colour images; needs --data-dir: the python "
+                         f"version's {CIFAR[_name].folder}/ (arrays only: no code is unpickled)")

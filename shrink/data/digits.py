@@ -18,7 +18,8 @@ from shrink.data.task import DATASETS, LoadRequest, TaskData
 TRAIN_SIZE = 718
 
 
-@DATASETS.register("digits", aliases=("sklearn-digits",))
+@DATASETS.register("digits", aliases=("sklearn-digits",),
+                   summary="10 classes of 8x8 grey digits bundled with scikit-learn (718 train / 1079 dev); no files")
 def load_digits_task(request: LoadRequest) -> TaskData:
     """The digits task (``request.max_*_samples`` subsets are applied by ``load_task_data``)."""
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download

@@ -77,5 +77,13 @@ def load_glue(task: GlueTask, request: LoadRequest) -> TaskData:
     )
 
 
+def glue_summary(task: GlueTask) -> str:
+    """One line on ``task`` for ``shrink datasets``. Usage: ``glue_summary(GLUE_TASKS["rte"])``."""
+    shape = "sentence pairs" if task.columns.pair else "single sentences"
+    labels = "a regression score" if task.labels.values is None else f"{len(task.labels.values)} labels"
+    return (f"GLUE {task.name.upper()}: {shape}, {labels}, {'/'.join(task.metrics)}; "
+            f"needs --data-dir: the task folder (train.tsv, {task.dev_file})")
+
+
 for _task in GLUE_TASKS.values():
-    DATASETS.add(_task.name, functools.partial(load_glue, _task), _task.aliases)
+    DATASETS.add(_task.name, functools.partial(load_glue, _task), _task.aliases, summary=glue_summary(_task))

@@ -57,7 +57,8 @@ def open_hf(request: LoadRequest) -> Any:
         raise UserError(f"cannot load dataset {name} (config {config}): {str(err).splitlines()[0]}") from None
 
 
-@DATASETS.register("hf", aliases=("huggingface",))
+@DATASETS.register("hf", aliases=("huggingface",), summary="any Hugging Face dataset as hf:NAME[/CONFIG]; needs "
+                   "the Hub or a datasets cache, or --data-dir with a save_to_disk folder (offline)")
 @takes_spec
 def load_hf(request: LoadRequest) -> TaskData:
     """Load ``hf:<name>[/<config>]`` as a TaskData. Usage: ``load_task_data("hf:imdb", "imdb_saved/")``."""

@@ -68,11 +68,11 @@ def load_idx_dataset(name: str, request: LoadRequest) -> TaskData:
     spec = IDX_DATASETS[name]
     what = "a folder with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] and the t10k-* files"
     folder = request.folder(what, spec.default_dir)
-    return image_task(name, _split(folder, "train", what), _split(folder, "t10k", what), None,
+    return image_task(name, read_idx_split(folder, "train", what), read_idx_split(folder, "t10k", what), None,
                       list(spec.label_names), DATASET_STATS[name], request.augment, flip=spec.flip)
 
 
-def _split(folder: Path, prefix: str, what: str) -> Split:
+def read_idx_split(folder: Path, prefix: str, what: str) -> Split:
     images, labels = (
         read_idx(find_file(folder, [f"{prefix}-{kind}", f"{prefix}-{kind}.gz"], f"pass {what}"))
         for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
@@ -83,4 +83,7 @@ def _split(folder: Path, prefix: str, what: str) -> Split:
 
 
 for _name in IDX_DATASETS:
-    DATASETS.add(_name, functools.partial(load_idx_dataset, _name), IDX_DATASETS[_name].aliases)
+    _default = IDX_DATASETS[_name].default_dir
+    DATASETS.add(_name, functools.partial(load_idx_dataset, _name), IDX_DATASETS[_name].aliases,
+                 summary=f"{len(IDX_DATASETS[_name].label_names)} classes of 28x28 grey images (MNIST idx files); "
+                         f"needs --data-dir" + (f" (default {_default})" if _default else ""))

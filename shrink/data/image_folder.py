@@ -21,7 +21,9 @@ DEV_FOLDERS = ("dev", "val", "validation")
 WHAT = "a folder with train/<class>/*.png|jpg and dev/<class>/... (or val/)"
 
 
-@DATASETS.register("image-folder", aliases=("imagefolder", "images"))
+@DATASETS.register("image-folder", aliases=("imagefolder", "images"),
+                   summary="your images in class folders, image-folder[:HxW]; needs --data-dir with train/<class>/ "
+                           "and dev/ (or val/)")
 @takes_spec
 def load_image_folder(request: LoadRequest) -> TaskData:
     """Read the class folders under ``request.data_dir``. Usage: ``load_image_folder(request)``."""
@@ -51,11 +53,12 @@ def _read_split(split_dir: Path, classes: list[str], size: Sequence[int] | None,
              for path in sorted((split_dir / name).iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {split_dir}")
-    images = stack_pil((_open(path) for path, _ in files), size, channels)
+    images = stack_pil((open_image(path) for path, _ in files), size, channels)
     return images, torch.tensor([label for _, label in files], dtype=torch.long)
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """The image at ``path``, opened lazily; UserError naming it when unreadable. Usage: ``open_image(p).size``."""
     try:
         return Image.open(path)
     except (UnidentifiedImageError, OSError) as err:

@@ -68,7 +68,8 @@ def synthetic_tokenizer() -> "BertTokenizerFast":
     return BertTokenizerFast(vocab={word: index for index, word in enumerate(words)}, model_max_length=128)
 
 
-@DATASETS.register("synthetic-text", aliases=("synthetic-sentiment",))
+@DATASETS.register("synthetic-text", aliases=("synthetic-sentiment",),
+                   summary="generated two-class sentiment sentences; offline, for demos and tests")
 def load_synthetic_text(request: LoadRequest) -> TaskData:
     """Generate the synthetic sentiment task. Usage: ``load_task_data("synthetic-text", seed=1)``."""
     evaluation = request.max_eval_samples or EVAL_SIZE
@@ -102,7 +103,8 @@ def synthetic_images(size: int, shape: tuple[int, ...], seed: int, split: int = 
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
-@DATASETS.register("synthetic-image", aliases=("synthetic-images", "synthetic-vision"))
+@DATASETS.register("synthetic-image", aliases=("synthetic-images", "synthetic-vision"),
+                   summary="generated stripe images, synthetic-image[:CxHxW]; offline, for demos and tests")
 @takes_spec
 def load_synthetic_image(request: LoadRequest) -> TaskData:
     """Generate the synthetic stripes task. Usage: ``load_task_data("synthetic-image:1x16x16")``."""

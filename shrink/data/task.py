@@ -53,6 +53,7 @@ class LoadRequest:
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
+    domain_column: str | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     seed: int = 0
@@ -123,6 +124,7 @@ def load_task_data(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
+    domain_column: str | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 0,
@@ -131,6 +133,7 @@ def load_task_data(
     """Load a registered dataset (``sst2``, ``cifar10``, ``text-files``, ``hf:glue/rte``, ...) as a TaskData.
 
     ``max_*_samples`` keep a subset drawn by a permutation seeded with ``seed`` (dev and test alike).
+    ``domain_column`` names the column that gives each example's domain (see :mod:`shrink.data.domains`).
     Usage: ``load_task_data("rte", "glue/RTE", max_eval_samples=100)``
     """
     for option, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
@@ -143,7 +146,8 @@ def load_task_data(
     request = LoadRequest(
         name=DATASETS.canonical(kind), spec=spec if colon else None, data_dir=Path(data_dir) if data_dir else None,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed, augment=augment,
+        domain_column=domain_column, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+        seed=seed, augment=augment,
     )
     task = loader(request)
     return dataclasses.replace(

@@ -12,13 +12,15 @@ Usage::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from shrink.errors import UserError
-from shrink.models.hf import HF_ALIASES, HF_PRESETS, TokenizerSource, is_hf_name, load_hf_classifier
+from shrink.models.hf import (HF_ALIASES, HF_PRESETS, OFFLINE_FALLBACKS, TokenizerSource, is_hf_name,
+                              load_hf_classifier)
 from shrink.models.io import HF_CONFIG_FILE, SPEC_FILE, load_model, local_dir, read_spec, saved_kind
 from shrink.models.registry import MODELS, build_model
 from shrink.registry import Registry
@@ -83,9 +85,40 @@ def _all_models() -> Registry[str]:
     return known
 
 
-def model_names() -> dict[str, list[str]]:
-    """Known model names by family, for ``shrink models``.
+def model_catalog() -> list[dict[str, Any]]:
+    """One row per known model for ``shrink models``: name, family, parameters (None: unknown offline), needs.
 
-    Usage: ``model_names()["vision"]  # ['resnet110', 'resnet20', ...]``
+    Sizes are counted on the meta device, so listing builds nothing in memory and downloads nothing.
+    Usage: ``[row["name"] for row in model_catalog()]``
     """
-    return {"vision": MODELS.names(), "hf_presets": HF_PRESETS.names(), "hf_aliases": sorted(HF_ALIASES)}
+    rows = [{"name": name, "family": "zoo", "params": _meta_params(lambda: build_model(name, num_classes=10)),
+             "needs": "offline: random init (size at 10 classes)"}
+            for name in MODELS.names()]
+    rows += [{"name": name, "family": "hf preset",
+              "params": _meta_params(lambda: AutoModel.from_config(BertConfig(**HF_PRESETS.get(name)))),
+              "needs": "offline: a BERT shape at random init (size with the bert-base-uncased vocabulary)"}
+             for name in HF_PRESETS.names()]
+    for alias in sorted(HF_ALIASES):
+        target = HF_ALIASES[alias]
+        config = _local_config(target)
+        local = Path(target).is_dir()
+        rows.append({"name": alias, "family": "hf alias",
+                     "params": _meta_params(lambda: AutoModel.from_config(config)) if config is not None else None,
+                     "needs": "offline: installed locally" if local else
+                              f"needs the Hub or its cache ({target}), or a local directory in its place"})
+    return rows
+
+
+def _local_config(target: str) -> PretrainedConfig | None:
+    """The config of a hub id or directory when it is on this machine (cache, folder or known shape)."""
+    if target in OFFLINE_FALLBACKS:
+        return BertConfig(**OFFLINE_FALLBACKS[target])
+    try:
+        return AutoConfig.from_pretrained(target, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def _meta_params(build: Callable[[], nn.Module]) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
