@@ -23,7 +23,8 @@ from assemble.config import PHASES, AssembleRecipe
 from assemble.phases import open_root, preflight, prepare_assembly, run_phases
 from assemble.summary import summarize
 from shrink.cli import quiet_libraries
-from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
+from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
+                            table_overrides)
 from shrink.errors import UserError, cli_entry
 from shrink.recipe import load_recipe
 
@@ -36,6 +37,7 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
 
 
+GROUP = "assembling"  # the help group of the method's own flags, shown first
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
 ASSEMBLE_FLAGS: FlagTable = {
     "modules": ("assemble.modules", int, "K equal modules (must divide the model's blocks; default 4)"),
@@ -56,15 +58,17 @@ ASSEMBLE_FLAGS: FlagTable = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``assemble``. Usage: ``build_parser().parse_args(["--modules", "4"])``."""
-    parser = argparse.ArgumentParser(prog="assemble", description="Deep Model Assembling: pretrain a meta model, "
-                                     "incubate K modules independently, assemble, finetune. 'assemble incubate "
-                                     "--module i ...' incubates one module (one process per module).")
+    parser = argparse.ArgumentParser(
+        prog="assemble", description="Deep Model Assembling: pretrain a meta model, incubate K modules "
+        "independently, assemble, finetune. 'assemble incubate --module i ...' incubates one module (one process "
+        "or machine per module).", **help_style(__doc__, prefix="assemble"))
+    add_flag_table(parser, ASSEMBLE_FLAGS, GROUP)
+    group = flag_group(parser, GROUP)
+    group.add_argument("--phase", choices=PHASES, help="run one phase (default: all, skipping complete ones)")
+    group.add_argument("--module", type=int, help="incubate only this module (0..K-1)")
+    group.add_argument("--run-e2e", action="store_true", help="also train the target end to end (RUN/e2e)")
+    group.add_argument("--export-onnx", action="store_true", help="also export the final model to RUN/model.onnx")
     add_training_flags(parser)
-    add_flag_table(parser, ASSEMBLE_FLAGS)
-    parser.add_argument("--phase", choices=PHASES, help="run one phase (default: all, skipping complete ones)")
-    parser.add_argument("--module", type=int, help="incubate only this module (0..K-1)")
-    parser.add_argument("--run-e2e", action="store_true", help="also train the target end to end (RUN/e2e)")
-    parser.add_argument("--export-onnx", action="store_true", help="also export the final model to RUN/model.onnx")
     return parser
 
 

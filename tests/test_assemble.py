@@ -268,3 +268,12 @@ def test_a_bert_encoder_assembles_through_the_command(tmp_path):
     assert metrics["signature"]["family"] == "bert" and metrics["signature"]["target_depths"] == [2, 2]
     model = load_model(out / "model")
     assert type(model).__name__ == "BertForSequenceClassification" and model.config.num_hidden_layers == 4
+
+
+def test_help_shows_the_assembling_flags_first_and_the_examples_last():
+    from assemble.cli import build_parser
+
+    text = build_parser().format_help()
+    titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles.index("assembling") < titles.index("data") < titles.index("model") < titles.index("training")
+    assert titles[-1] == "examples" and "\n  assemble incubate --module 2 " in text
