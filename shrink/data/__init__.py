@@ -8,7 +8,7 @@ Usage::
     compute_metrics(task.metrics, logits, labels)
 """
 # The loader modules register themselves in DATASETS when imported.
-from shrink.data import (cifar, glue, hf_hub, idx, image_folder, metadata_csv, rotated,  # noqa: F401
+from shrink.data import (cifar, digits, glue, hf_hub, idx, image_folder, metadata_csv, rotated,  # noqa: F401
                          synthetic, synthetic_domains, tabular)
 from shrink.data.collate import make_collate
 from shrink.data.metrics import METRICS, compute_metrics
