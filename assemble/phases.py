@@ -38,7 +38,7 @@ from assemble.staged import StagedBuilder, StagedModel, staged_builder
 from assemble.store import load_stages, save_stages
 from shrink.errors import UserError
 from shrink.experiment import Experiment, default_output_dir, prepare_experiment, refuse_changes, selection_splits
-from shrink.experiment import _dotted as dotted  # the recipe comparison's flattening, reused for signatures
+from shrink.experiment import dotted
 from shrink.models import load_model, save_model
 from shrink.recipe import read_yaml, save_recipe
 from shrink.runs import RECIPE_FILE, RunDir, atomic_dir, check_output_path, is_run_dir

@@ -173,8 +173,8 @@ def refuse_changes(saved_path: Path, recipe: Recipe) -> None:
     """
     if not saved_path.is_file():
         return
-    saved = _dotted(read_yaml(saved_path))
-    new = _dotted(recipe.model_dump(mode="json"))
+    saved = dotted(read_yaml(saved_path))
+    new = dotted(recipe.model_dump(mode="json"))
     changed = [f"{key} ({saved.get(key)!r} -> {new.get(key)!r})" for key in sorted(saved.keys() | new.keys())
                if key not in RESUME_FREE_KEYS and saved.get(key) != new.get(key)]
     if changed:
@@ -182,11 +182,12 @@ def refuse_changes(saved_path: Path, recipe: Recipe) -> None:
                         "resume without the change, or start again with --overwrite")
 
 
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping flattened to dotted keys. Usage: ``dotted({"train": {"lr": 1}}) == {"train.lr": 1}``."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat.update(_dotted(value, f"{prefix}{key}."))
+            flat.update(dotted(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
