@@ -9,6 +9,8 @@ Usage::
     distill --demo
     distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2 --intermediate mi --alpha 0.9
     distill --recipe tinybert-sst2 --teacher runs/bert-base-sst2 --data-dir glue/SST-2
+    distill --recipe demo --teacher bert-tiny --augment embedding,swap --aug-p 0.3 --aug-copies 4 --mixup
+    distill --teacher runs/bert-base-sst2 --student tinybert --task sst2 --data-dir glue/SST-2 --unlabeled raw.txt
     distill --teacher resnet56 --student resnet20 --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
     distill --moe --train-experts 2 --student convnet --dataset rotated-fashion-mnist --test-domains 0,75
     distill adapt runs/moe --data new_site.csv --out runs/moe-site
@@ -55,6 +57,18 @@ INTERMEDIATE_FLAGS: FlagTable = {
     "critic": ("critic", str, "MI critic: mlp or transformer"),
     "inter_weight": ("weight", float, "weight of each intermediate term"),
 }
+# Augmentation flags (distill.augment); --mixup is a switch added beside them.
+AUGMENT_FLAGS: FlagTable = {
+    "augment": ("distill.augment.policy", lambda text: [] if text == "none" else [
+        name.strip() for name in text.split(",") if name.strip()],
+        "augmenters applied in order to make each copy: mlm, embedding, tinybert, backtranslate, swap, delete "
+        "(e.g. mlm,swap; none: no copies)"),
+    "aug_p": ("distill.augment.aug_p", float, "share of words each augmenter edits, in (0, 1] (default 0.3)"),
+    "aug_copies": ("distill.augment.copies", int, "augmented copies per training example (default 1; tinybert: "
+                                                  "TinyBERT's N for the task)"),
+    "unlabeled": ("distill.augment.unlabeled", str, "UTF-8 file of in-domain text, one example (or tab-separated "
+                                                    "pair) per line, labelled by the teacher and distilled on"),
+}
 
 
 def comma_list(text: str) -> list[str]:
@@ -83,13 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true",
                         help=f"run the shipped {DEMO_RECIPE} recipe offline (replaces its previous run unless --resume)")
     for table, title in ((DISTILL_FLAGS, "teacher and student"), (STAGE_FLAGS, "prediction-layer objective"),
-                         (INTERMEDIATE_FLAGS, "intermediate objective"), (MOE_FLAGS, "Meta-DMoE")):
+                         (INTERMEDIATE_FLAGS, "intermediate objective"), (MOE_FLAGS, "Meta-DMoE"),
+                         (AUGMENT_FLAGS, "augmentation")):
         add_flag_table(parser, table, title)
     flag_group(parser, "teacher and student").add_argument(
         "--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
     flag_group(parser, "Meta-DMoE").add_argument(
         "--moe", action="store_true", help="Meta-DMoE: experts + aggregator teacher, meta-distilled student that "
         "adapts to a new domain (`distill adapt`); needs --experts or --train-experts")
+    flag_group(parser, "augmentation").add_argument(
+        "--mixup", action="store_true", help="mixup on word embeddings (text) or pixels (images): lambda ~ "
+        "Beta(0.4, 0.4), batch doubled [distill.augment.mixup]")
     add_training_flags(parser)
     return parser
 
@@ -107,6 +125,9 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     overrides = recipe_overrides(args)
     overrides.update(table_overrides(args, DISTILL_FLAGS))
     overrides.update(table_overrides(args, MOE_FLAGS))
+    overrides.update(table_overrides(args, AUGMENT_FLAGS))
+    if args.mixup:
+        overrides["distill.augment.mixup"] = True
     if args.export_onnx:
         overrides["distill.export_onnx"] = True
     apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])
@@ -182,3 +203,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser",
            "comma_list", "main", "recipe_from_args"]
+__all__ = ["AUGMENT_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
+           "recipe_from_args"]

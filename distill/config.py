@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, create_model, model_serializer, model_validator
 
+from distill.augment.config import AugmentSection
 from shrink.errors import UserError
 from shrink.recipe import ModelSection, Recipe, Section, TrainConfig
 
@@ -111,7 +112,8 @@ class DistillSection(Objectives):
 
     ``teacher``: an alias, hub id, local directory or run directory; several separated by commas make an
     ensemble (averaged logits; features from member ``feature_teacher``). A teacher with no head trained for
-    the task is fine-tuned first with ``teacher_train`` overriding ``train:``.
+    the task is fine-tuned first with ``teacher_train`` overriding ``train:``. ``augment``: augmentation,
+    mixup and unlabeled text (:class:`distill.augment.AugmentSection`; default none).
     Usage: ``DistillSection(teacher="runs/a,runs/b", feature_teacher=1).teacher_names()``
     """
 
@@ -125,6 +127,7 @@ class DistillSection(Objectives):
     stages: list[StageSection] = Field(default_factory=list)
     cache_teacher_outputs: bool = True
     export_onnx: bool = False
+    augment: AugmentSection = Field(default_factory=AugmentSection)
 
     @model_validator(mode="after")
     def _one_place_for_objectives(self) -> DistillSection:

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from distill.augment.mixup import Mixup
+from distill.augment.unlabeled import gold_rows
 from distill.config import IntermediateSection
 from distill.features import FeatureTaps, attention_scores, hf_attention_paths, hf_layer_paths
 from distill.objectives import (
@@ -315,14 +317,16 @@ class DistillStep(nn.Module):
     """The training step: KD on the teacher's logits, hard labels, and intermediate terms read through hooks.
 
     The teacher's logits come from ``cached_logits`` (row per training example) when the step needs no
-    teacher features, else from a live forward in eval mode without gradients. Call :meth:`close` to
-    remove the hooks when the stage ends.
+    teacher features and no ``mixup``, else from a live forward in eval mode without gradients. With
+    ``mixup`` both models see the batch doubled to [original; mixed]. The hard-label term reads only rows with
+    a gold label (unlabeled text, augmented copies and mixed rows have none). Call :meth:`close` to remove
+    the hooks when the stage ends.
     Usage: ``DistillStep(student, teacher, kd=KDLoss("ce"), terms=[], num_labels=2)(student, batch)["loss"]``
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher, *, kd: KDLoss | None, terms: Sequence[IntermediateTerm],
                  num_labels: int, kd_weight: float = 1.0, hard_weight: float = 0.0,
-                 cached_logits: Tensor | None = None) -> None:
+                 cached_logits: Tensor | None = None, mixup: Mixup | None = None) -> None:
         super().__init__()
         if (kd is None or kd_weight == 0) and hard_weight == 0 and not terms:
             raise UserError("a distillation stage needs an objective: a kd weight, a hard_weight or an "
@@ -331,7 +335,7 @@ class DistillStep(nn.Module):
         self.kd = kd if kd_weight else None
         self.kd_weight, self.hard_weight, self.num_labels = kd_weight, hard_weight, num_labels
         self.terms = nn.ModuleList(terms)
-        self.cached_logits = cached_logits
+        self.cached_logits, self.mixup = cached_logits, mixup
         self.terms_seen = StepTerms()
         self.mi_k: int | None = None  # the largest MI batch K (after gathering) seen; None without MI
         self.student_taps = self.teacher_taps = None
@@ -349,13 +353,22 @@ class DistillStep(nn.Module):
     def forward(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
         """``{"loss": total, "kd": ..., "hard": ..., <term name>: ...}`` for one batch."""
         student_batch, teacher_inputs, index = split_batch(batch)
+        if self.mixup is not None:
+            self._place_teacher(next(iter(teacher_inputs.values())).device)
+            student_batch, teacher_inputs = self.mixup(getattr(model, "module", model), self.teacher.feature_model,
+                                                       student_batch, teacher_inputs)
+            index = None  # mixed rows have no cached logits
         teacher_out = self._teacher_logits(teacher_inputs, index)
         student_logits = forward_logits(model, student_batch)
         parts: dict[str, Tensor] = {}
         if self.kd is not None:
             parts["kd"] = self.kd_weight * self.kd(student_logits, teacher_out)
         if self.hard_weight:
-            parts["hard"] = self.hard_weight * hard_label_loss(student_logits, student_batch["labels"], self.num_labels)
+            labels = student_batch["labels"]
+            gold = gold_rows(labels)
+            hard = hard_label_loss(student_logits[gold], labels[gold], self.num_labels) if gold.any() else \
+                student_logits.sum() * 0.0
+            parts["hard"] = self.hard_weight * hard
         mask = student_batch.get("attention_mask")
         for position, term in enumerate(self.terms):
             parts[f"{position}:{term.name}"] = term(self.student_taps, self.teacher_taps, mask)
@@ -371,7 +384,7 @@ class DistillStep(nn.Module):
         """
         if self.kd is None and not len(self.terms):
             return "none"
-        return "cached" if self.cached_logits is not None and not len(self.terms) else "live"
+        return "cached" if self.cached_logits is not None and not len(self.terms) and self.mixup is None else "live"
 
     def _teacher_logits(self, inputs: dict[str, Tensor], index: Tensor | None) -> Tensor | None:
         device = next(iter(inputs.values())).device
@@ -379,11 +392,14 @@ class DistillStep(nn.Module):
             return None
         if self.cached_logits is not None and index is not None and not len(self.terms):
             return self.cached_logits[index.cpu()].to(device)
+        self._place_teacher(device)
+        with torch.no_grad():
+            return self.teacher.logits(inputs)
+
+    def _place_teacher(self, device: torch.device) -> None:
         if self._teacher_device != device:
             self.teacher.to(device)
             self._teacher_device = device
-        with torch.no_grad():
-            return self.teacher.logits(inputs)
 
     def close(self) -> None:
         """Remove the feature hooks from student and teacher. Usage: ``step.close()``."""

@@ -5,9 +5,10 @@
 2. **Teacher phase**: a teacher without a head trained for the task is fine-tuned first with ``shrink
    train``'s flow into ``RUN/teacher/`` (a complete ``shrink train`` run). A finished phase whose recipe
    matches is reused: by ``--resume`` and by ``--overwrite`` re-runs alike.
-3. **Teacher outputs**: without data augmentation, the teacher's logits over the training set are computed
-   once (eval mode) into ``RUN/teacher_logits.safetensors`` and fed from there to stages that need no
-   teacher features.
+3. **Teacher outputs**: without data augmentation or mixup, the teacher's logits over the training set (and
+   any ``--unlabeled`` text) are computed once (eval mode) into ``RUN/teacher_logits.safetensors`` and fed
+   from there to stages that need no teacher features; augmented copies (``distill.augment``, cached in
+   ``RUN/augmented/``) and mixed batches are labelled by the teacher online.
 4. **Stages**, in order, each in ``RUN/stages/<n>-<name>/`` with its own checkpoints (``--resume`` continues
    the stage in progress; finished stages are reused). The last stage's best dev model is the student.
 5. **Outputs**: ``RUN/model`` (``save_pretrained`` for Hugging Face students), ``metrics.json`` (teacher and
@@ -37,8 +38,9 @@ import safetensors.torch
 import torch
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from distill.augment import AUGMENT_DIR, AugmentedTrainSet, AugmentPlan, TaskModels, plan_augmentation
 from distill.config import DistillRecipe, StageSection, apply_overrides
 from distill.objectives import KDLoss, prediction_loss
 from distill.pipeline import (
@@ -110,11 +112,17 @@ class DistillPlan:
     teacher_collate: Any
     stages: list[Stage]
     cache_outputs: bool
+    augment: AugmentPlan | None = None
 
     @property
     def num_labels(self) -> int:
         """Outputs per example (1 for regression)."""
         return 1 if self.task.is_regression else self.task.num_labels
+
+    @property
+    def distill_examples(self) -> Dataset:
+        """The examples the student distils on, before augmentation: the training set, then unlabeled text."""
+        return self.augment.originals(self.task.train) if self.augment is not None else self.task.train
 
 
 @dataclass
@@ -161,11 +169,14 @@ def plan_distillation(recipe: DistillRecipe) -> DistillPlan:
     samples = split_batch(collate([sample[i] for i in range(min(SAMPLE_SIZE, len(sample)))]))[:2]
     stages = [plan_stage(position, stage, recipe, task, (student, feature_member.model), samples, separate)
               for position, stage in enumerate(section.stage_list())]
-    augmented = task.modality == "image" and recipe.data.augment
-    experiment = Experiment(recipe, dataclasses.replace(task, train=IndexedExamples(task.train)), student,
+    augment = plan_augmentation(section.augment, task, TaskModels(student, tokenizer, members, section.feature_teacher,
+                                                                  separate), recipe, section.stage_list())
+    examples = augment.originals(task.train) if augment is not None else task.train
+    augmented = (task.modality == "image" and recipe.data.augment) or (augment is not None and augment.dynamic)
+    experiment = Experiment(recipe, dataclasses.replace(task, train=IndexedExamples(examples)), student,
                             tokenizer, collate)
     return DistillPlan(recipe, task, members, experiment, teacher_collate, stages,
-                       section.cache_teacher_outputs and not augmented)
+                       section.cache_teacher_outputs and not augmented, augment)
 
 
 def plan_stage(position: int, stage: StageSection, recipe: DistillRecipe, task: TaskData,
@@ -253,7 +264,7 @@ def teacher_outputs_key(plan: DistillPlan, teacher: Teacher) -> str:
         "kind": type(teacher).__name__, "teacher_args": section.teacher_args,
         "feature_teacher": teacher.feature_member, "weights": state_digest(teacher),
         "vocabulary": value_digest(tokenizer.get_vocab()) if tokenizer is not None else None,
-        "data": plan.recipe.data.model_dump(mode="json"), "examples": dataset_digest(plan.task.train)})
+        "data": plan.recipe.data.model_dump(mode="json"), "examples": dataset_digest(plan.distill_examples)})
 
 
 def cached_teacher_logits(plan: DistillPlan, teacher: Teacher, run: RunDir) -> torch.Tensor:
@@ -268,7 +279,7 @@ def cached_teacher_logits(plan: DistillPlan, teacher: Teacher, run: RunDir) -> t
             if (saved.metadata() or {}).get("source") == source:
                 return saved.get_tensor("logits")
     accelerator = make_accelerator(plan.recipe.train)
-    logits = teacher_logits(teacher, plan.task.train, plan.student.collate, plan.recipe.train.eval_batch_size or 64,
+    logits = teacher_logits(teacher, plan.distill_examples, plan.student.collate, plan.recipe.train.eval_batch_size or 64,
                             accelerator.device, progress=plan.recipe.train.progress)
     if accelerator.is_main_process:
         atomic_write_bytes(path, safetensors.torch.save({"logits": logits.contiguous()}, metadata={"source": source}))
@@ -288,12 +299,21 @@ def run_stage(plan: DistillPlan, stage: Stage, teacher: Teacher, cache: torch.Te
         plan.student.model = load_model(folder / STAGE_FINAL)
         return json.loads((folder / STAGE_RESULT).read_text(encoding="utf-8"))
     experiment = dataclasses.replace(plan.student, recipe=plan.recipe.model_copy(update={"train": stage.config}))
+    augment = plan.augment
+    augmented = None
+    if augment is not None and augment.policy is not None:
+        # copies carry gold labels only when no KD term labels them
+        augmented = augment.train_set(plan.task.train, gold_copies=stage.kd is None, cache_folder=run / AUGMENT_DIR,
+                                      config=stage.config)
+        augmented.copies_of(0)  # the first round before training, so its cost shows up front
+        experiment = dataclasses.replace(experiment, task=dataclasses.replace(experiment.task, train=augmented))
     section = stage.section
     step = DistillStep(experiment.model, teacher, kd=stage.kd, terms=stage.terms, num_labels=plan.num_labels,
                        kd_weight=section.kd.weight if section.kd else 0.0, hard_weight=section.hard_weight,
-                       cached_logits=cache if stage.uses_cache else None)
+                       cached_logits=cache if stage.uses_cache else None,
+                       mixup=augment.mixup if augment is not None else None)
     trains_params = any(p.requires_grad for p in step.parameters())
-    process_state().print(f"stage {stage.folder}: {describe_stage(stage)}")
+    process_state().print(f"stage {stage.folder}: {describe_stage(stage)}{describe_augmentation(augment)}")
     try:
         # A step without parameters goes in as a function: nothing of it to train or checkpoint.
         result = fit(experiment, RunDir(folder), resume, step=step if trains_params else step.forward)
@@ -305,13 +325,41 @@ def run_stage(plan: DistillPlan, stage: Stage, teacher: Teacher, cache: torch.Te
                "pairs": {f"{i}:{term.name}": term.objective.num_terms for i, term in enumerate(stage.terms)},
                "skipped_pairs": {f"{i}:{term.name}": term.objective.skipped for i, term in enumerate(stage.terms)
                                  if term.objective.skipped},
-               "history": result.history}
+               "history": result.history, "augmentation": _costs(augmented)}
     if process_state().is_main_process:
         with atomic_dir(folder / STAGE_FINAL) as tmp:
             experiment.save(experiment.model, tmp)
         atomic_write_json(folder / STAGE_RESULT, metrics)
     process_state().wait_for_everyone()
     return metrics
+
+
+def _costs(train: AugmentedTrainSet | None) -> list[dict[str, Any]]:
+    return list(train.costs) if train is not None else []
+
+
+def describe_augmentation(augment: AugmentPlan | None) -> str:
+    """The stage line's note on augmentation ('' without). Usage: ``describe_augmentation(plan.augment)``."""
+    if augment is None:
+        return ""
+    settings = augment.describe()
+    parts = [f"{'+'.join(settings['policy'])} x{settings['copies']}"] if settings["policy"] else []
+    parts += ["cutmix" if settings["cutmix"] else "mixup"] if settings["mixup"] else []
+    parts += [f"{settings['unlabeled_examples']} unlabeled examples"] if settings["unlabeled_examples"] else []
+    return "; augmented: " + ", ".join(parts)
+
+
+def augmentation_metrics(augment: AugmentPlan | None, stages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """metrics.json's ``augmentation``: the settings, each round's cost, and the cost per 1,000 sentences of the
+    rounds made (not read from the cache) in this run. Usage: ``augmentation_metrics(plan.augment, stages)``.
+    """
+    if augment is None:
+        return None
+    rounds = [cost for stage in stages for cost in stage.get("augmentation", [])]
+    made = [cost for cost in rounds if not cost["cached"]]
+    sentences = sum(cost["sentences"] for cost in made)
+    per_1000 = 1000 * sum(cost["seconds"] for cost in made) / sentences if sentences else None
+    return {**augment.describe(), "rounds": rounds, "seconds_per_1000_sentences": per_1000}
 
 
 def describe_stage(stage: Stage) -> str:
@@ -330,13 +378,13 @@ def describe_stage(stage: Stage) -> str:
 
 # ----------------------------------------------------------------------------------------------- run
 def carry_teachers(previous: Path | None, run: RunDir) -> None:
-    """Link the fine-tuned teacher folders of the run that ``--overwrite`` replaces into the new one (their
-    recipes are checked before reuse). Hard links: the replaced run stays whole until the new one is kept,
+    """Link the fine-tuned teacher folders (and the cache of augmented copies) of the run that ``--overwrite``
+    replaces into the new one (teacher recipes are checked before reuse; copies are keyed by content). Hard links: the replaced run stays whole until the new one is kept,
     and files are only ever replaced, never edited, so neither copy can change the other.
 
     Usage: ``carry_teachers(run.replaced, run)``
     """
-    for folder in sorted(previous.glob("teacher*")) if previous is not None else ():
+    for folder in sorted([*previous.glob("teacher*"), previous / AUGMENT_DIR]) if previous is not None else ():
         if folder.is_dir() and not (run / folder.name).exists():
             shutil.copytree(folder, run / folder.name, copy_function=_link_or_copy,
                             ignore=shutil.ignore_patterns(LOCK_FILE))  # a lock file is written in place
@@ -426,6 +474,7 @@ def report(plan: DistillPlan, run: RunDir, teacher: Teacher, student: nn.Module,
         "teacher_dev": teacher_dev, "student_dev": student_dev, "retention": retention,
         "mi_k": max(ks) if ks else None, "teacher_phase": phases, "teacher_figures": figures["teacher"],
         "student_figures": figures["student"], "stages": stages,
+        "augmentation": augmentation_metrics(plan.augment, stages),
     }
     if recipe.distill.export_onnx:
         metrics["onnx"] = export_student(plan, student, run)
@@ -467,6 +516,8 @@ __all__ = [
     "DistillPlan",
     "DistillResult",
     "Stage",
+    "augmentation_metrics",
+    "describe_augmentation",
     "cached_teacher_logits",
     "teacher_outputs_key",
     "carry_teachers",

@@ -102,7 +102,8 @@ class EpochSampler(Sampler):
 
 
 class SeededExamples(Dataset):
-    """Wraps a dataset so each ``(epoch, index)`` item draws its augmentation from its own seeded RNG.
+    """Wraps a dataset so each ``(epoch, index)`` item draws its augmentation from its own seeded RNG; a dataset
+    with ``example_at(epoch, index)`` is asked through it.
 
     The global RNG is forked and restored around the item, so loading data never disturbs the RNG that
     dropout uses: that keeps resumed runs identical to uninterrupted ones.
@@ -116,8 +117,10 @@ class SeededExamples(Dataset):
         saved = torch.get_rng_state()
         # the generator's own seeding: torch.manual_seed also records a stack trace, ~2 ms per call
         torch.default_generator.manual_seed((self.seed * _EPOCH_MIX + epoch) * _INDEX_MIX + index)
+        # a dataset whose examples change with the epoch (augmented copies remade every K epochs) says so
+        example_at = getattr(self.dataset, "example_at", None)
         try:
-            return self.dataset[index]
+            return example_at(epoch, index) if example_at is not None else self.dataset[index]
         finally:
             torch.set_rng_state(saved)
 
