@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, MarianConfig, MarianMTModel
 
 from distill.augment import (
     AUGMENTERS,
@@ -22,7 +22,7 @@ from distill.augment import (
     ordered_subsets,
     read_unlabeled,
 )
-from distill.augment.models import AugmentModel
+from distill.augment.models import AugmentModel, load_translator
 from distill.augment.words import STOP_WORDS, split_words
 from distill.cli import main
 from shrink.data.synthetic import FILLER, NEGATIVE, POSITIVE, SPECIAL_TOKENS, synthetic_tokenizer
@@ -117,6 +117,33 @@ def test_tinybert_replaces_only_non_stop_word_alphabetic_words(context):
     assert changed and changed <= allowed
     assert {words[i].core for i in changed} >= {"wonderful", "charming"}  # multi-piece words: embedding neighbours
     assert "but" in STOP_WORDS and "1999" in text
+
+
+def marian_dir(folder: Path, seed: int) -> str:
+    """A tiny random Marian model with the synthetic word-level tokenizer, saved like a real one."""
+    torch.manual_seed(seed)
+    tokenizer = synthetic_tokenizer()
+    config = MarianConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                          max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    MarianMTModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_back_translation_runs_both_models_on_each_field(tmp_path):
+    forward, backward = (load_translator(marian_dir(tmp_path / name, seed)) for name, seed in (("to", 0), ("back", 1)))
+    policy = build_policy(["backtranslate"], AugmentContext(loaders={"translation": lambda: (forward, backward, None)}))
+    examples = [("the film was good", "a dull plot"), ("great acting", None)]
+    copies = policy.copies(examples, [0, 1], seed=0, round=0, copies=1)
+    assert copies == policy.copies(examples, [0, 1], seed=5, round=0, copies=1)  # default generation: deterministic
+    (text, pair), (single, none) = copies[0]
+    assert text and pair and single and none is None and text != examples[0][0]
+    vocabulary = set(synthetic_tokenizer().get_vocab())
+    assert set(text.split()) <= vocabulary  # words the backward model's tokenizer decodes to
+    identity = policy.identity()[0]
+    assert identity["forward"] != identity["backward"]  # the cache key tells the two models apart
 
 
 def labelled(texts):
@@ -251,6 +278,28 @@ def test_an_unlabeled_distill_run_distils_on_teacher_labelled_text(tmp_path):
     assert stage["teacher_outputs"] == "cached" and stage["steps"] == 4  # 16 labelled + 12 unlabeled
     from safetensors.torch import load_file
     assert load_file(tmp_path / "run" / "teacher_logits.safetensors")["logits"].shape == (28, 2)
+
+
+VISION = """
+model: {name: resnet20}
+data: {dataset: "synthetic-image:1x16x16", max_train_samples: 32, max_eval_samples: 16, augment: false}
+train: {batch_size: 16, epochs: 1, lr: 0.01, progress: false}
+distill:
+  teacher: resnet20
+  teacher_train: {epochs: 1}
+  kd: {loss: kl, temperature: 4.0}
+  hard_weight: 0.5
+  augment: {cutmix: true}
+"""
+
+
+def test_cutmix_doubles_image_batches_in_a_vision_run(tmp_path):
+    (tmp_path / "vision.yaml").write_text(VISION)
+    main(["--recipe", str(tmp_path / "vision.yaml"), "--out", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["augmentation"]["mixup"] and metrics["augmentation"]["cutmix"]
+    stage = metrics["stages"][0]
+    assert stage["teacher_outputs"] == "live" and set(stage["loss_terms"]) == {"kd", "hard"}
 
 
 # ------------------------------------------------------------------------------------------- bad input

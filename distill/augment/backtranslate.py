@@ -36,10 +36,14 @@ class BackTranslation:
     @torch.no_grad()
     def _translate(self, model: AugmentModel, texts: Sequence[str]) -> list[str]:
         out: list[str] = []
+        limit = min(MAX_TOKENS, getattr(model.model.config, "max_position_embeddings", MAX_TOKENS))
         for start in range(0, len(texts), self.batch_size):
             batch = model.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                    max_length=MAX_TOKENS, return_tensors="pt")
-            generated = model.model.generate(**batch, max_new_tokens=MAX_TOKENS)
+                                    max_length=limit, return_tensors="pt")
+            # a paraphrase is about as long as its source: twice as many tokens bounds a runaway generation
+            length = min(limit - 1, 2 * batch["input_ids"].shape[1] + 8)
+            generated = model.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             max_new_tokens=length)
             out.extend(model.tokenizer.batch_decode(generated, skip_special_tokens=True))
         return [text.strip() for text in out]
 
