@@ -280,26 +280,17 @@ def test_an_unlabeled_distill_run_distils_on_teacher_labelled_text(tmp_path):
     assert load_file(tmp_path / "run" / "teacher_logits.safetensors")["logits"].shape == (28, 2)
 
 
-VISION = """
-model: {name: resnet20}
-data: {dataset: "synthetic-image:1x16x16", max_train_samples: 32, max_eval_samples: 16, augment: false}
-train: {batch_size: 16, epochs: 1, lr: 0.01, progress: false}
-distill:
-  teacher: resnet20
-  teacher_train: {epochs: 1}
-  kd: {loss: kl, temperature: 4.0}
-  hard_weight: 0.5
-  augment: {cutmix: true}
-"""
+def test_cutmix_doubles_image_batches_in_a_two_stage_vision_run(tmp_path):
+    from tests.test_distill_cli import VISION
 
-
-def test_cutmix_doubles_image_batches_in_a_vision_run(tmp_path):
     (tmp_path / "vision.yaml").write_text(VISION)
-    main(["--recipe", str(tmp_path / "vision.yaml"), "--out", str(tmp_path / "run")])
+    main(["--recipe", str(tmp_path / "vision.yaml"), "--set", "distill.augment.cutmix=true",
+          "--max-train-samples", "32", "--out", str(tmp_path / "run")])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["augmentation"]["mixup"] and metrics["augmentation"]["cutmix"]
-    stage = metrics["stages"][0]
-    assert stage["teacher_outputs"] == "live" and set(stage["loss_terms"]) == {"kd", "hard"}
+    features, logits = metrics["stages"]
+    assert set(features["loss_terms"]) == {"0:hidden_mse"} and set(logits["loss_terms"]) == {"kd", "hard"}
+    assert logits["teacher_outputs"] == "live"  # mixed batches: never the cached logits
 
 
 # ------------------------------------------------------------------------------------------- bad input
