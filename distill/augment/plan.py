@@ -6,7 +6,8 @@ its models loaded and checked against the data, the number of copies, the unlabe
 
 Usage::
 
-    augment = plan_augmentation(recipe.distill.augment, task, TaskModels(student, tokenizer, members, separate), recipe)
+    models = TaskModels(student, tokenizer, members, feature_member=0, separate=False)
+    augment = plan_augmentation(recipe.distill.augment, task, models, recipe, recipe.distill.stage_list())
     train = augment.train_set(task.train, gold_copies=False, cache_folder=run / "augmented", config=recipe.train)
 """
 from __future__ import annotations
@@ -105,8 +106,7 @@ def plan_augmentation(section: AugmentSection, task: TaskData, models: TaskModel
     """
     if not section.active:
         return None
-    for name in section.policy:
-        AUGMENTERS.canonical(name)
+    names = [AUGMENTERS.canonical(name) for name in section.policy]
     text = task.modality == "text"
     if section.policy and not text:
         raise UserError(f"augmenters ({', '.join(section.policy)}) rewrite text, but {task.name} is image data; "
@@ -122,9 +122,8 @@ def plan_augmentation(section: AugmentSection, task: TaskData, models: TaskModel
     pairs = task.train[0]["text_pair"] is not None if text else False
     unlabeled = read_unlabeled(section.unlabeled, pairs, task.is_regression) if section.unlabeled else None
     mixup = _mixup(section, task, models) if section.mixup or section.cutmix else None
-    policy = _policy(section, task, models) if section.policy else None
-    copies = section.copies or (_tinybert_copies(task.name) if "tinybert" in [
-        AUGMENTERS.canonical(name) for name in section.policy] else 1)
+    policy = _policy(section, names, task, models) if names else None
+    copies = section.copies or (_tinybert_copies(task.name) if "tinybert" in names else 1)
     return AugmentPlan(section, policy, copies, unlabeled, mixup, recipe.train.seed, task.is_regression)
 
 
@@ -147,9 +146,8 @@ def _mixup(section: AugmentSection, task: TaskData, models: TaskModels) -> Mixup
     return Mixup(section.mixup_alpha, cutmix=section.cutmix)
 
 
-def _policy(section: AugmentSection, task: TaskData, models: TaskModels) -> Policy:
+def _policy(section: AugmentSection, names: list[str], task: TaskData, models: TaskModels) -> Policy:
     teacher = models.members[models.feature_member]
-    names = [AUGMENTERS.canonical(name) for name in section.policy]
     if "backtranslate" in names and len(section.translation_models) != 2:
         raise UserError("back-translation needs two translation models: set distill.augment.translation_models to "
                         "[TO_PIVOT, BACK] (e.g. [Helsinki-NLP/opus-mt-en-ROMANCE, Helsinki-NLP/opus-mt-ROMANCE-en] "
