@@ -253,19 +253,23 @@ def mlm_dir(folder: Path, tokenizer=None) -> str:
 
 def test_an_augmented_distill_run_end_to_end_and_its_cache_on_rerun(tmp_path, capsys):
     args = [*TINY, "--augment", "mlm,swap", "--aug-p", "0.3", "--aug-copies", "2", "--mixup", "--hard-weight", "0.5",
+            "--epochs", "2", "--set", "distill.augment.refresh_every=1",
             "--set", f"distill.augment.mlm_model={mlm_dir(tmp_path / 'mlm')}", "--out", str(tmp_path / "run")]
     main(args)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     augmentation = metrics["augmentation"]
     assert augmentation["policy"] == ["mlm", "swap"] and augmentation["copies"] == 2 and augmentation["mixup"]
+    assert [r["round"] for r in augmentation["rounds"]] == [0, 1]  # new copies for the second epoch
     assert augmentation["rounds"][0]["sentences"] == 32 and augmentation["seconds_per_1000_sentences"] > 0
     stage = metrics["stages"][0]
-    assert stage["teacher_outputs"] == "live" and stage["steps"] == 6  # 16 originals + 32 copies, batches of 8
-    assert len(list((tmp_path / "run" / "augmented").glob("*.json"))) == 1
+    assert stage["teacher_outputs"] == "live" and stage["steps"] == 12  # (16 originals + 32 copies) / 8, 2 epochs
+    assert len(list((tmp_path / "run" / "augmented").glob("*.json"))) == 2
     assert "s per 1,000 sentences" in capsys.readouterr().out
     main([*args, "--overwrite"])
-    again = json.loads((tmp_path / "run" / "metrics.json").read_text())["augmentation"]
-    assert again["rounds"][0]["cached"] is True and again["seconds_per_1000_sentences"] is None
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["cached"] for r in again["augmentation"]["rounds"]] == [True, True]
+    assert again["augmentation"]["seconds_per_1000_sentences"] is None
+    assert again["stages"][0]["history"] == stage["history"]  # the cached copies train the same student
 
 
 def test_an_unlabeled_distill_run_distils_on_teacher_labelled_text(tmp_path):
