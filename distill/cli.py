@@ -22,8 +22,8 @@ import sys
 from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
-from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
-                            table_overrides)
+from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, name_list,
+                            recipe_overrides, table_overrides)
 from shrink.errors import UserError, cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
@@ -57,12 +57,17 @@ INTERMEDIATE_FLAGS: FlagTable = {
     "critic": ("critic", str, "MI critic: mlp or transformer"),
     "inter_weight": ("weight", float, "weight of each intermediate term"),
 }
+
+
+def policy_names(text: str) -> list[str]:
+    """``--augment``'s augmenter names; ``none`` is no augmentation. Usage: ``policy_names("mlm,swap")``."""
+    return [] if text.strip() == "none" else name_list(text)
+
+
 # Augmentation flags (distill.augment); --mixup is a switch added beside them.
 AUGMENT_FLAGS: FlagTable = {
-    "augment": ("distill.augment.policy", lambda text: [] if text == "none" else [
-        name.strip() for name in text.split(",") if name.strip()],
-        "augmenters applied in order to make each copy: mlm, embedding, tinybert, backtranslate, swap, delete "
-        "(e.g. mlm,swap; none: no copies)"),
+    "augment": ("distill.augment.policy", policy_names, "augmenters applied in order to make each copy: mlm, "
+                "embedding, tinybert, backtranslate, swap, delete (e.g. mlm,swap; none: no copies)"),
     "aug_p": ("distill.augment.aug_p", float, "share of words each augmenter edits, in (0, 1] (default 0.3)"),
     "aug_copies": ("distill.augment.copies", int, "augmented copies per training example (default 1; tinybert: "
                                                   "TinyBERT's N for the task)"),
@@ -201,7 +206,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser",
-           "comma_list", "main", "recipe_from_args"]
-__all__ = ["AUGMENT_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
-           "recipe_from_args"]
+__all__ = ["AUGMENT_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags",
+           "build_parser", "comma_list", "main", "policy_names", "recipe_from_args"]

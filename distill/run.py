@@ -279,7 +279,8 @@ def cached_teacher_logits(plan: DistillPlan, teacher: Teacher, run: RunDir) -> t
             if (saved.metadata() or {}).get("source") == source:
                 return saved.get_tensor("logits")
     accelerator = make_accelerator(plan.recipe.train)
-    logits = teacher_logits(teacher, plan.distill_examples, plan.student.collate, plan.recipe.train.eval_batch_size or 64,
+    logits = teacher_logits(teacher, plan.distill_examples, plan.student.collate,
+                            plan.recipe.train.eval_batch_size or 64,
                             accelerator.device, progress=plan.recipe.train.progress)
     if accelerator.is_main_process:
         atomic_write_bytes(path, safetensors.torch.save({"logits": logits.contiguous()}, metadata={"source": source}))
@@ -379,8 +380,9 @@ def describe_stage(stage: Stage) -> str:
 # ----------------------------------------------------------------------------------------------- run
 def carry_teachers(previous: Path | None, run: RunDir) -> None:
     """Link the fine-tuned teacher folders (and the cache of augmented copies) of the run that ``--overwrite``
-    replaces into the new one (teacher recipes are checked before reuse; copies are keyed by content). Hard links: the replaced run stays whole until the new one is kept,
-    and files are only ever replaced, never edited, so neither copy can change the other.
+    replaces into the new one (teacher recipes are checked before reuse; copies are keyed by content). Hard
+    links: the replaced run stays whole until the new one is kept, and files are only ever replaced, never
+    edited, so neither copy can change the other.
 
     Usage: ``carry_teachers(run.replaced, run)``
     """

@@ -119,7 +119,8 @@ def summarise_augment(teacher: dict[str, Any], rows: list[dict[str, Any]], task:
         table.append({"task": task, "pipeline": name, "seeds": len(scores), primary: statistics.mean(scores),
                       "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                       "aug s / 1k sentences": statistics.mean(costs) if costs else None,
-                      "train minutes": statistics.mean(sum(s["train_seconds"] for s in m["stages"]) for m in runs) / 60})
+                      "train minutes": statistics.mean(sum(s["train_seconds"] for s in m["stages"])
+                                                       for m in runs) / 60})
     return table
 
 

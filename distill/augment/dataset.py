@@ -10,7 +10,8 @@ epoch, so every epoch of a round sees the same copies.
 
 Usage::
 
-    train = AugmentedTrainSet(originals, len(task.train), policy, copies=4, seed=42, cache=AugmentCache(run / "augmented"))
+    train = AugmentedTrainSet(originals, len(task.train), policy, copies=4, seed=42,
+                              cache=AugmentCache(run / "augmented"))
     train.example_at(epoch=0, index=len(originals))  # the first copy of example 0
     train.costs  # [{"round": 0, "sentences": ..., "seconds": ..., "seconds_per_1000_sentences": ..., "cached": False}]
 """

@@ -29,7 +29,8 @@ def draw_lambda(alpha: float, size: tuple[int, ...] = ()) -> Tensor:
     return torch.distributions.Beta(concentration, concentration).sample(size)
 
 
-def mix_embeddings(model: nn.Module, inputs: Batch, lam: float, perm: Tensor, union_mask: bool = True) -> dict[str, Tensor]:
+def mix_embeddings(model: nn.Module, inputs: Batch, lam: float, perm: Tensor,
+                   union_mask: bool = True) -> dict[str, Tensor]:
     """[x; mixed] model inputs with ``inputs_embeds`` from ``model``'s own word embeddings.
 
     Usage: ``mix_embeddings(bert, {"input_ids": ids, "attention_mask": mask}, 0.7, torch.randperm(len(ids)))``

@@ -94,7 +94,7 @@ class AugmentPlan:
         return {"policy": self.policy.names if self.policy else [], "aug_p": self.section.aug_p,
                 "copies": self.copies if self.policy else 0, "refresh_every": self.section.refresh_every,
                 "mixup": self.mixup is not None, "cutmix": self.section.cutmix,
-                "unlabeled_examples": len(self.unlabeled) if self.unlabeled is not None else 0}  # type: ignore[arg-type]
+                "unlabeled_examples": 0 if self.unlabeled is None else len(self.unlabeled)}  # type: ignore[arg-type]
 
 
 def plan_augmentation(section: AugmentSection, task: TaskData, models: TaskModels, recipe: Recipe,

@@ -40,7 +40,8 @@ def read_unlabeled(path: str, pairs: bool, regression: bool) -> TextDataset:
     """
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"unlabeled file {path} does not exist; pass --unlabeled with a text file, one example per line")
+        raise UserError(f"unlabeled file {path} does not exist; pass --unlabeled with a text file, one example "
+                        "per line")
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
