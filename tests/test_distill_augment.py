@@ -325,3 +325,18 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, needle, tmp_path,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_masked_lm_scores_only_the_masks_and_matches_the_full_forward():
+    from distill.augment.mlm import MaskedWords
+
+    model, tokenizer = tiny_mlm()
+    words = MaskedWords(AugmentModel(model, tokenizer, "tiny"), batch_size=2)
+    texts = ["the [MASK] was [MASK] good", "a [MASK] film", "no masks here"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = model(**batch).logits
+    masked = batch["input_ids"] == tokenizer.mask_token_id
+    ids, _ = words.vocabulary
+    for row, scores in enumerate(words.predict(texts)):
+        assert torch.allclose(scores, full[row][masked[row]][:, ids], atol=1e-5)

@@ -61,10 +61,19 @@ class MaskedWords:
         for start in range(0, len(texts), self.batch_size):
             batch = tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
                               max_length=limit, return_tensors="pt")
-            logits = model(**batch).logits.float()
             masked = batch["input_ids"] == tokenizer.mask_token_id
-            out.extend(logits[row][masked[row]][:, ids] for row in range(len(masked)))
+            rows = self._mask_logits(batch, masked)[:, ids].float()
+            out.extend(rows.split(masked.sum(1).tolist()))
         return out
+
+    def _mask_logits(self, batch: dict[str, torch.Tensor], masked: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits at the masked positions only: the LM head (a vocabulary-wide matmul) is most of an
+        MLM's cost, so BERT- and RoBERTa-style models run it on the masks alone."""
+        model = self.mlm.model
+        head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+        if head is None:
+            return model(**batch).logits[masked]
+        return head(model.base_model(**batch).last_hidden_state[masked])
 
 
 def nucleus_sample(logits: torch.Tensor, rng: np.random.Generator, top_p: float = TOP_P,
