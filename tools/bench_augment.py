@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -97,7 +98,7 @@ def augment_rows(run_once: RunOnce, task: str, data_dir: Path, out: Path, seeds:
     teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], teacher_dir)
     rows = []
     for name, flags in pipelines.items():
-        slug = name.lower().replace(" + ", "-").replace(", ", "-").replace(",", "-").replace(" ", "-")
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         for seed in seeds:
             metrics = run_once("distill", ["--teacher", str(teacher_dir), "--student-init", "from_teacher",
                                            "--student-layers", "3", *base, *student_args, *flags,
