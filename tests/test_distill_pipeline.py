@@ -96,7 +96,9 @@ def test_ensemble_averages_member_logits_and_stays_frozen(task):
     assert isinstance(build_teacher(members[:1]), SingleTeacher)
     with pytest.raises(UserError, match="single teacher takes one model"):
         build_teacher(members, kind="single")
-    with pytest.raises(UserError, match="unknown teacher 'moe'"):
+    with pytest.raises(UserError, match="unknown teacher 'mixture'"):
+        build_teacher(members, kind="mixture")
+    with pytest.raises(UserError, match="built by `distill --moe`"):  # experts and aggregator, not members
         build_teacher(members, kind="moe")
 
 
