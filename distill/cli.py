@@ -10,6 +10,7 @@ Usage::
     distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2 --intermediate mi --alpha 0.9
     distill --recipe tinybert-sst2 --teacher runs/bert-base-sst2 --data-dir glue/SST-2
     distill --teacher resnet56 --student resnet20 --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+    distill --auto --recipe demo --trials 12 --storage postgresql://host/db   # AutoDistiller; start N for N workers
 """
 from __future__ import annotations
 
@@ -63,10 +64,48 @@ def build_parser() -> argparse.ArgumentParser:
     for table in (DISTILL_FLAGS, STAGE_FLAGS, INTERMEDIATE_FLAGS):
         add_flag_table(parser, table)
     parser.add_argument("--export-onnx", action="store_true", help="also export the student to RUN/model.onnx")
+    add_auto_flags(parser)
     return parser
 
 
-def recipe_from_args(args: argparse.Namespace) -> Any:
+# AutoDistiller (distill --auto): dest -> (recipe key, type, help)
+AUTO_FLAGS: FlagTable = {
+    "trials": ("auto.trials", int, "finished trials the study runs, over all its workers"),
+    "timeout": ("auto.timeout", float, "stop this worker after so many seconds"),
+    "storage": ("auto.storage", str, "Optuna storage: an RDB URL (postgresql://...) or a journal file; "
+                                     "default: SQLite in the study folder"),
+    "study_name": ("auto.study_name", str, "study to create or join (default: the study folder's name)"),
+    "top_k": ("auto.top_k", int, "recommended pipelines enqueued first with --recommend"),
+}
+
+
+def add_auto_flags(parser: argparse.ArgumentParser) -> None:
+    """The --auto flags. Usage: ``add_auto_flags(parser)``."""
+    group = parser.add_argument_group("AutoDistiller (--auto)")
+    group.add_argument("--auto", action="store_true", help="search the pipeline with Optuna (see auto: in recipes)")
+    for dest, (_, kind, help_text) in AUTO_FLAGS.items():
+        group.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=kind, help=help_text)
+    group.add_argument("--objectives", help="score (default), or score,latency / score,size: a Pareto front")
+    group.add_argument("--recommend", action="store_true", default=None,
+                       help="enqueue the pipelines a model of past trials ranks best as the first trials")
+    group.add_argument("--prior", action="append", dest="priors", help="a trials.csv to learn from (repeatable)")
+
+
+def auto_recipe_from_args(args: argparse.Namespace) -> Any:
+    """The AutoDistillRecipe of ``distill --auto``: the distill recipe and flags, plus the auto flags.
+
+    Usage: ``auto_recipe_from_args(build_parser().parse_args(["--auto", "--demo", "--trials", "4"]))``
+    """
+    from distill.auto import AutoDistillRecipe
+
+    overrides = table_overrides(args, AUTO_FLAGS)
+    if args.objectives:
+        overrides["auto.objectives"] = [name.strip() for name in args.objectives.split(",") if name.strip()]
+    overrides.update({"auto.recommend": args.recommend, "auto.priors": args.priors})
+    return recipe_from_args(args, AutoDistillRecipe, overrides)
+
+
+def recipe_from_args(args: argparse.Namespace, schema: Any = None, extra: dict[str, Any] | None = None) -> Any:
     """The validated DistillRecipe: the recipe file (or the demo's, or defaults), then the flags.
 
     Usage: ``recipe_from_args(build_parser().parse_args(["--demo", "--epochs", "1"]))``
@@ -78,10 +117,11 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     raw = read_yaml(path) if path else {}
     overrides = recipe_overrides(args)
     overrides.update(table_overrides(args, DISTILL_FLAGS))
+    overrides.update(extra or {})
     if args.export_onnx:
         overrides["distill.export_onnx"] = True
     apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])
-    return build_recipe(raw, DistillRecipe, overrides, source=str(path) if path else "flags")
+    return build_recipe(raw, schema or DistillRecipe, overrides, source=str(path) if path else "flags")
 
 
 def apply_stage_flags(raw: dict[str, Any], args: argparse.Namespace, train_keys: Sequence[str]) -> None:
@@ -134,10 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    if args.auto:
+        from distill.auto import run_auto
+
+        run_auto(auto_recipe_from_args(args), resume=args.resume)
+        return 0
     recipe = recipe_from_args(args)
     distill(recipe, resume=args.resume, overwrite=args.overwrite or (args.demo and not args.resume))
     return 0
 
 
-__all__ = ["DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
+__all__ = ["AUTO_FLAGS", "DISTILL_FLAGS", "add_auto_flags", "auto_recipe_from_args", "INTERMEDIATE_FLAGS", "STAGE_FLAGS", "apply_stage_flags", "build_parser", "main",
            "recipe_from_args"]
