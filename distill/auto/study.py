@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -78,6 +81,9 @@ def _retention(metrics: dict[str, Any], run: Path) -> float:
                         "is undefined; fine-tune the teacher better or pick another metric")
     return float(metrics["retention"])
 
+
+# group=True, heartbeats and their retry callback are marked experimental by Optuna; they are what we use.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 OBJECTIVES: Registry[Objective] = Registry("objective")
 OBJECTIVES.add("score", Objective("maximize", _retention))
@@ -233,6 +239,7 @@ class TrialObjective:
         params = sample(self.space, trial)
         run_dir = self.folder / TRIALS_DIR / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         recipe = apply_params(self.space, params, str(run_dir))
         if any(objective.needs_onnx for objective in self.objectives):
             recipe.distill.export_onnx = True
@@ -312,10 +319,12 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
     if finished and not resume:
         raise UserError(f"study {folder} has finished; pass --resume to continue it (raise --trials to add "
                         "trials) or another --out")
+    build_space(recipe.distill_recipe(), False, auto.space)  # refuse a bad space before any work
+    storage_spec = auto.storage or f"sqlite:///{(folder / STUDY_DB).resolve()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_spec, auto)
     base, plan = prepare_teacher(recipe.distill_recipe(), folder)
     space = build_space(base, plan.task.is_regression, auto.space)
-    storage_spec = auto.storage or f"sqlite:///{(folder / STUDY_DB).resolve()}"
-    storage = open_storage(storage_spec, auto)
     name = auto.study_name or folder.name
     directions = [OBJECTIVES.get(o).direction for o in auto.objectives]
     study = open_study(auto, storage, name, space, directions)
