@@ -47,6 +47,8 @@ from shrink.runs import RunDir
 from shrink.train import epoch_listener
 
 TRIALS_DIR, TEACHER_LOCK, STUDY_DB = "trials", ".teacher.lock", "study.db"
+SCHEMA_RACE_RETRIES = 5
+GRACE_BEATS = 3  # a running trial whose worker missed this many heartbeats is stale
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -121,17 +123,24 @@ def open_storage(spec: str, auto: AutoSection) -> optuna.storages.BaseStorage:
 
     UserError naming the storage when it cannot be reached. Usage: ``open_storage("sqlite:///s.db", auto)``
     """
-    try:
-        if "://" not in spec:
-            Path(spec).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(spec))
-        return RDBStorage(spec, engine_kwargs=_engine_options(spec), heartbeat_interval=auto.heartbeat_s,
-                          grace_period=2 * auto.heartbeat_s + 5,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=auto.max_retry))
-    except Exception as err:  # sqlalchemy and driver errors differ by backend; all mean "cannot use it"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot open the study storage {describe_storage(spec)}: {reason}; check the URL (or "
-                        "path) and that the database server is running and reachable") from None
+    failure: Exception = RuntimeError("no attempt")
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            if "://" not in spec:
+                Path(spec).parent.mkdir(parents=True, exist_ok=True)
+                return JournalStorage(JournalFileBackend(spec))
+            return RDBStorage(spec, engine_kwargs=_engine_options(spec), heartbeat_interval=auto.heartbeat_s,
+                              grace_period=GRACE_BEATS * auto.heartbeat_s, heartbeat_stale_trial_callback=
+                              RetryHeartbeatStaleTrialCallback(max_retry=auto.max_retry))
+        except Exception as err:  # sqlalchemy and driver errors differ by backend; all mean "cannot use it"
+            if attempt < SCHEMA_RACE_RETRIES and any(s in str(err) for s in ("already exists", "duplicate key")):
+                time.sleep(1.0)  # workers started together raced to create the tables: the others won
+                continue
+            failure = err
+            break
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    raise UserError(f"cannot open the study storage {describe_storage(spec)}: {reason}; check the URL (or path) "
+                    "and that the database server is running and reachable") from None
 
 
 def _engine_options(url: str) -> dict[str, Any]:
