@@ -1,8 +1,8 @@
 """distill --auto (AutoDistiller) at toy sizes: only valid pipelines are drawn, warm starts run first, the
 pruner stops a poor first epoch, the best recipe reruns to the same score, the recommender ranks a known
-best pipeline first, workers share one study (SQLite always, PostgreSQL when SHRINK_TEST_POSTGRES_URL is
-set: .ci/run starts one), a SIGKILLed worker's trial is failed by heartbeat and retried, and bad input is
-refused in one line."""
+best pipeline first, a stale trial is failed by heartbeat and re-queued, bad input is refused in one line;
+with SHRINK_TEST_POSTGRES_URL set (.ci/run starts a server), two worker processes share one PostgreSQL
+study and a worker SIGKILLed mid-trial has its trial retried by another."""
 import json
 import os
 import signal
@@ -34,8 +34,8 @@ TINY = ["--recipe", "demo", "--teacher", "bert-tiny", "--max-train-samples", "48
         "--set", "auto.space={intermediate: [none, pkd, mi], kd_loss: [kl, mse], hard_weight: [0.0], alpha: [0.9], "
         "critic: [mlp], layer_map: [skip]}"]
 POSTGRES = os.environ.get("SHRINK_TEST_POSTGRES_URL")
-STORAGES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not POSTGRES, reason="SHRINK_TEST_POSTGRES_URL is not set (.ci/run starts a throwaway PostgreSQL server)"))]
+needs_postgres = pytest.mark.skipif(not POSTGRES, reason="SHRINK_TEST_POSTGRES_URL is not set (.ci/run starts a "
+                                    "throwaway PostgreSQL server: source tools/test_postgres.sh; start_test_postgres)")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -81,6 +81,16 @@ def test_recipe_narrows_the_space_and_drops_losses_left_without_a_layer_map():
     dims = {dim.name: dim for dim in space.dimensions}
     assert set(dims["intermediate"].choices) == {"none", *EMD_LOSSES}  # cos, pkd, attention_mse have no emd
     assert dims["kd_loss"].choices == ("kl",) and (dims["lr"].low, dims["lr"].high) == (1e-4, 1e-3)
+
+
+def test_augmentation_dimensions_come_from_the_augmenter_registry_and_are_absent_without_it():
+    from distill.auto.space import augmentation_dimensions, registered_augmenters
+
+    policy, aug_p, mixup = augmentation_dimensions(["mlm", "swap", "delete"])
+    assert len(policy.choices) == 16 and "none" in policy.choices and "swap>mlm>delete" in policy.choices
+    assert aug_p.parent == "augment_policy" and "none" not in aug_p.parent_values and mixup.choices == (False, True)
+    if registered_augmenters() is None:  # this tree has no augmentation stage yet
+        assert not {"augment_policy", "aug_p", "mixup"} & set(demo_space().names())
 
 
 # ------------------------------------------------------------------------------------------------ study
@@ -150,6 +160,16 @@ def test_resume_continues_a_finished_study_and_refuses_to_restart_it(tiny_study,
     assert len(result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
 
 
+def test_score_and_latency_give_a_pareto_front(tmp_path):
+    result = run_auto(auto_recipe(tmp_path / "pareto", "--trials", "2", "--objectives", "score,latency",
+                                  "--set", "auto.space.intermediate=[none]"))
+    trials = result.study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2 and all(t.values[1] > 0 and t.user_attrs["latency"] == t.values[1] for t in trials)
+    metrics = json.loads((result.folder / "metrics.json").read_text())
+    assert metrics["pareto"] and (result.folder / "pareto_front.png").is_file()
+    assert all((Path(t.user_attrs["run_dir"]) / "model.onnx").is_file() for t in trials)
+
+
 # ------------------------------------------------------------------------------------------------ recommend
 def test_recommender_ranks_a_known_best_pipeline_first():
     import random
@@ -174,10 +194,6 @@ def test_recommend_without_data_is_refused():
 
 
 # ------------------------------------------------------------------------------------------------ workers
-def storage_url(kind, folder):
-    return POSTGRES if kind == "postgresql" else f"sqlite:///{folder / 'shared.db'}"
-
-
 def start_worker(out, storage, study, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "distill", "--auto", *TINY, "--out", str(out), "--storage",
@@ -185,9 +201,9 @@ def start_worker(out, storage, study, *extra):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("kind", STORAGES)
-def test_two_workers_record_every_trial_once(kind, tmp_path):
-    storage, name = storage_url(kind, tmp_path), f"two-{uuid.uuid4().hex[:8]}"
+@needs_postgres
+def test_two_postgres_workers_record_every_trial_once(tmp_path):
+    storage, name = POSTGRES, f"two-{uuid.uuid4().hex[:8]}"
     one_epoch = ["--epochs", "1", "--set", "auto.space.epochs=[1]"]
     workers = [start_worker(tmp_path / "study", storage, name, "--trials", "4", *one_epoch) for _ in range(2)]
     for worker in workers:
@@ -203,9 +219,26 @@ def test_two_workers_record_every_trial_once(kind, tmp_path):
                .is_file() for t in finished)
 
 
-@pytest.mark.parametrize("kind", STORAGES)
-def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(kind, tmp_path):
-    storage, name = storage_url(kind, tmp_path), f"kill-{uuid.uuid4().hex[:8]}"
+def test_a_stale_trial_is_failed_by_heartbeat_and_requeued_with_its_params(tmp_path):
+    auto = AutoDistillRecipe().auto.model_copy(update={"heartbeat_s": 1})
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", auto)
+    space = demo_space()
+    study = open_study(auto, storage, "s", space, ["maximize"])
+    from distill.auto.space import sample
+
+    lost = study.ask()
+    params = sample(space, lost)
+    storage.record_heartbeat(lost._trial_id)  # what a worker's heartbeat thread does, then it dies
+    time.sleep(5)  # more than 3 missed heartbeats (the storage keeps whole seconds)
+    optuna.storages.fail_stale_trials(study)  # what every worker does before it starts a trial
+    assert study.trials[0].state == TrialState.FAIL
+    retry = study.ask()
+    assert retry.number == 1 and sample(space, retry) == params
+
+
+@needs_postgres
+def test_a_postgres_worker_killed_mid_trial_is_retried_by_another(tmp_path):
+    storage, name = POSTGRES, f"kill-{uuid.uuid4().hex[:8]}"
     beat = ["--set", "auto.heartbeat_s=1", "--epochs", "3", "--set", "auto.space.epochs=[3]"]
     victim = start_worker(tmp_path / "victim", storage, name, "--trials", "2", *beat)
     deadline = time.time() + 240

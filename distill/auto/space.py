@@ -32,7 +32,7 @@ NO_INTERMEDIATE, NO_POLICY = "none", "none"
 ALPHAS = (0.0, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)  # the reference grids' values (spec §4)
 AUG_PS = (0.1, 0.3, 0.5)
 HARD_WEIGHTS = (0.0, 0.5)
-MAX_POLICY_LENGTH = 2  # ordered subsets of the augmenters up to this length (3 augmenters, all lengths: 15)
+MAX_POLICY_LENGTH = 3  # ordered subsets up to this length: 15 policies for 3 augmenters (spec §4)
 LAYER_MAP_SIZES = (12, 4)  # a teacher/student depth at which each registered map is probed for its features
 
 
@@ -147,19 +147,27 @@ def layer_maps_for(loss: str) -> tuple[str, ...]:
     return tuple(maps)
 
 
-def augmentation_dimensions() -> list[Dimension]:
-    """Policy, aug_p and mixup, from the augmenter registry when ``distill.augment`` exists; else none.
-
-    The one place that knows about the augmentation stage: without it the space simply lacks these.
-    Usage: ``augmentation_dimensions()``
+def registered_augmenters() -> list[str] | None:
+    """The augmenter names when the augmentation stage (``distill.augment`` and its recipe section) is
+    installed, else None. The one place that knows about that stage: without it the space lacks its dimensions.
     """
     if "augment" not in DistillSection.model_fields:
-        return []
+        return None
     try:
         from distill.augment import AUGMENTERS
     except ImportError:
+        return None
+    return AUGMENTERS.names()
+
+
+def augmentation_dimensions(names: Sequence[str] | None) -> list[Dimension]:
+    """Policy (ordered subsets of the augmenters up to MAX_POLICY_LENGTH, or none), aug_p (with a policy)
+    and mixup; no dimensions when ``names`` is None (no augmentation stage).
+
+    Usage: ``augmentation_dimensions(registered_augmenters())``
+    """
+    if names is None:
         return []
-    names = AUGMENTERS.names()
     policies = [">".join(order) for length in range(1, MAX_POLICY_LENGTH + 1)
                 for order in itertools.permutations(names, length)]
     return [Dimension("augment_policy", "distill.augment.policy", choices=(NO_POLICY, *policies)),
@@ -191,7 +199,7 @@ def default_dimensions(base: DistillRecipe, regression: bool) -> list[Dimension]
                   parent_values=losses[1:]),
         Dimension("lr", "train.lr", low=lr / 10, high=lr * 10, log=True),
         Dimension("epochs", "train.epochs", low=max(1, math.ceil(epochs / 3)), high=epochs, integer=True),
-        *augmentation_dimensions(),
+        *augmentation_dimensions(registered_augmenters()),
     ]
     return dims
 
@@ -252,7 +260,13 @@ def _narrow(dim: Dimension, given: Any) -> Dimension:
     values = tuple(given) if isinstance(given, list) else (given,)
     if not values:
         raise UserError(f"auto.space.{name} is empty; give at least one value or leave the dimension out")
-    if dim.choices and name not in ("layer_map", "student_layers"):
+    if name == "augment_policy":
+        augmenters = {c for c in dim.choices if ">" not in c} - {NO_POLICY}  # the length-1 policies
+        bad = [v for v in values if v != NO_POLICY and not set(str(v).split(">")) <= augmenters]
+        if bad:
+            raise UserError(f"auto.space.augment_policy: {bad[0]!r} is not none or augmenters joined by '>' "
+                            f"(known: {', '.join(sorted(augmenters))})")
+    elif dim.choices and name not in ("layer_map", "student_layers"):
         bad = [v for v in values if v not in dim.choices]
         if bad:
             raise UserError(f"auto.space.{name}: {bad[0]!r} is not a valid value; valid: "
@@ -386,6 +400,7 @@ __all__ = [
     "Suggester",
     "apply_params",
     "augmentation_dimensions",
+    "registered_augmenters",
     "build_space",
     "default_dimensions",
     "is_valid",

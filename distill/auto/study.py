@@ -48,7 +48,11 @@ from shrink.train import epoch_listener
 
 TRIALS_DIR, TEACHER_LOCK, STUDY_DB = "trials", ".teacher.lock", "study.db"
 SCHEMA_RACE_RETRIES = 5
+# What a worker sees when another one created Optuna's tables first (SQLite, PostgreSQL wordings).
+SCHEMA_RACE_ERRORS = ("already exists", "duplicate key", "UNIQUE constraint", "UniqueViolation")
 GRACE_BEATS = 3  # a running trial whose worker missed this many heartbeats is stale
+# Failures of one pipeline (recorded on its trial; the search goes on). Anything else stops the worker.
+TRIAL_ERRORS = (UserError, RuntimeError, ValueError, FloatingPointError)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -133,7 +137,7 @@ def open_storage(spec: str, auto: AutoSection) -> optuna.storages.BaseStorage:
                               grace_period=GRACE_BEATS * auto.heartbeat_s, heartbeat_stale_trial_callback=
                               RetryHeartbeatStaleTrialCallback(max_retry=auto.max_retry))
         except Exception as err:  # sqlalchemy and driver errors differ by backend; all mean "cannot use it"
-            if attempt < SCHEMA_RACE_RETRIES and any(s in str(err) for s in ("already exists", "duplicate key")):
+            if attempt < SCHEMA_RACE_RETRIES and any(s in str(err) for s in SCHEMA_RACE_ERRORS):
                 time.sleep(1.0)  # workers started together raced to create the tables: the others won
                 continue
             failure = err
@@ -256,8 +260,8 @@ class TrialObjective:
         try:
             with epoch_listener(self._reporter(trial)):
                 metrics = distill(recipe, overwrite=True).metrics
-        except UserError as err:  # a combination these models cannot run: record why, keep searching
-            trial.set_user_attr("error", str(err))
+        except TRIAL_ERRORS as err:  # a combination these models cannot run, or one that diverged
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
             raise
         finally:
             trial.set_user_attr("wall_s", time.perf_counter() - started)
@@ -349,7 +353,7 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
     if len(study.get_trials(deepcopy=False, states=FINISHED_STATES)) < auto.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(TrialObjective(space, folder, auto.objectives, primary), timeout=auto.timeout,
-                       callbacks=[budget], catch=(UserError,), gc_after_trial=True)
+                       callbacks=[budget], catch=TRIAL_ERRORS, gc_after_trial=True)
     outputs = write_outputs(study, space, folder, auto, storage_spec)
     return AutoResult(study, folder, space, outputs)
 
