@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from shrink.cli import quiet_libraries
 from shrink.cliargs import FlagTable, add_flag_table, add_training_flags, recipe_overrides, table_overrides
-from shrink.errors import cli_entry
+from shrink.errors import UserError, cli_entry
 from shrink.recipe import build_recipe, read_yaml, recipe_path
 
 DEMO_RECIPE = "demo"
@@ -179,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_auto(auto_recipe_from_args(args), resume=args.resume)
         return 0
+    stray = [f"--{dest.replace('_', '-')}" for dest in (*AUTO_FLAGS, "objectives", "recommend", "priors")
+             if getattr(args, dest) is not None]
+    if stray:
+        raise UserError(f"{', '.join(stray)} belong to the pipeline search; add --auto or drop them")
     recipe = recipe_from_args(args)
     distill(recipe, resume=args.resume, overwrite=args.overwrite or (args.demo and not args.resume))
     return 0

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from distill.auto import AutoDistillRecipe, run_auto
 from distill.auto.recommend import RetentionModel, rank
 from distill.auto.space import apply_params, build_space, is_valid, mi_losses, recipe_params
-from distill.auto.study import TrialObjective, make_pruner, open_storage, open_study, warm_starts
+from distill.auto.study import TrialBudget, TrialObjective, make_pruner, open_storage, open_study, warm_starts
 from distill.cli import main
 from distill.config import DistillRecipe
 from distill.objectives import EMD_LOSSES
@@ -161,10 +161,10 @@ def test_resume_continues_a_finished_study_and_refuses_to_restart_it(tiny_study,
 
 
 def test_score_and_latency_give_a_pareto_front(tmp_path):
-    result = run_auto(auto_recipe(tmp_path / "pareto", "--trials", "2", "--objectives", "score,latency",
+    result = run_auto(auto_recipe(tmp_path / "pareto", "--trials", "1", "--objectives", "score,latency",
                                   "--set", "auto.space.intermediate=[none]"))
     trials = result.study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == 2 and all(t.values[1] > 0 and t.user_attrs["latency"] == t.values[1] for t in trials)
+    assert len(trials) == 1 and all(t.values[1] > 0 and t.user_attrs["latency"] == t.values[1] for t in trials)
     metrics = json.loads((result.folder / "metrics.json").read_text())
     assert metrics["pareto"] and (result.folder / "pareto_front.png").is_file()
     assert all((Path(t.user_attrs["run_dir"]) / "model.onnx").is_file() for t in trials)
@@ -191,6 +191,18 @@ def test_recommender_ranks_a_known_best_pipeline_first():
 def test_recommend_without_data_is_refused():
     with pytest.raises(UserError, match="no trials to learn from"):
         rank([], [{"kd_loss": "kl"}], {})
+
+
+def test_recommend_enqueues_the_top_ranked_pipelines_first(tiny_study, tmp_path):
+    from distill.auto.recommend import candidates, read_trial_table
+
+    prior = str(tiny_study.folder / "trials.csv")
+    result = run_auto(auto_recipe(tmp_path / "rec", "--trials", "2", "--recommend", "--top-k", "2", "--prior", prior,
+                                  "--set", "auto.use_shipped_prior=false"))
+    study = result.study
+    expected = rank([r for r in read_trial_table(prior) if r["retention"] is not None],
+                    candidates(result.space, 256), study.user_attrs["meta_features"])
+    assert [t.params for t in study.trials[:2]] == [params for _, params in expected[:2]]
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -234,6 +246,7 @@ def test_a_stale_trial_is_failed_by_heartbeat_and_requeued_with_its_params(tmp_p
     assert study.trials[0].state == TrialState.FAIL
     retry = study.ask()
     assert retry.number == 1 and sample(space, retry) == params
+    assert TrialBudget.spent(study) == 0  # the lost trial does not use up the budget: its retry will
 
 
 @needs_postgres
@@ -290,6 +303,7 @@ class _quiet_storage:
      "search space is empty after narrowing"),
     (["--storage", "postgresql://shrink:secret@127.0.0.1:1/none"], "cannot open the study storage postgresql://"),
     (["--resume"], "cannot resume"),
+    (["--recommend", "--set", "auto.use_shipped_prior=false"], "no trials to learn from"),
 ])
 def test_bad_input_is_one_line_and_exit_2(extra, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -307,3 +321,9 @@ def test_joining_a_study_with_another_space_or_direction_is_refused(tmp_path):
         open_study(auto, storage, "s", demo_space(kd_loss=["kl"]), ["maximize"])
     with pytest.raises(UserError, match="exists with directions"):
         open_study(auto, storage, "s", demo_space(), ["maximize", "minimize"])
+
+
+def test_search_flags_without_auto_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--recipe", "demo", "--trials", "3", "--recommend"])
+    assert exit_info.value.code == 2 and "--trials, --recommend belong to the pipeline search" in capsys.readouterr().err

@@ -138,8 +138,8 @@ def run_workers(task: str, args: argparse.Namespace) -> dict[str, Any]:
     """Wall time of ``--worker-trials`` trials with one worker, then with two, on one storage."""
     folder = Path(args.out) / task / "workers"
     folder.mkdir(parents=True, exist_ok=True)
-    teacher = str((Path(args.out) / task / "grid" / "teacher").resolve())
-    raw = base_recipe(task, args, teacher)
+    tuned = Path(args.out) / task / "grid" / "teacher"
+    raw = base_recipe(task, args, str(tuned.resolve()) if (tuned / "model").is_dir() else "minilm-l6")
     raw["auto"]["pruner"] = "none"
     recipe_file = folder / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -178,9 +178,11 @@ def main() -> None:
     args = parser.parse_args()
     stages, tasks = args.stages.split(","), args.tasks.split(",")
     results: dict[str, Any] = {"settings": vars(args)}
-    grids = {task: run_grid(task, args) for task in tasks}  # every other stage builds on the grids
-    results["grid"] = [{"task": t, "pipelines": len(rows), "best of grid": best(rows)["retention"],
-                        "compute s": sum(float(r["wall_s"] or 0) for r in rows)} for t, rows in grids.items()]
+    grids: dict[str, list[dict[str, Any]]] = {}
+    if {"grid", "search", "recommend"} & set(stages) or args.write_prior:  # these build on the grids
+        grids = {task: run_grid(task, args) for task in tasks}
+        results["grid"] = [{"task": t, "pipelines": len(rows), "best of grid": best(rows)["retention"],
+                            "compute s": sum(float(r["wall_s"] or 0) for r in rows)} for t, rows in grids.items()]
     if "search" in stages:
         results["search"] = [row for task in tasks[:1] for row in run_search(task, args, grids[task])]
     if "recommend" in stages and len(tasks) > 1:
@@ -189,7 +191,7 @@ def main() -> None:
         results["workers"] = run_workers(tasks[0], args)
     if args.write_prior:
         atomic_write_text(args.write_prior, table_csv([row for rows in grids.values() for row in rows]))
-    atomic_write_json(Path(args.out) / "bench.json", results)
+    atomic_write_json(Path(args.out) / f"bench-{'-'.join(stages)}.json", results)
     for key in ("grid", "search", "recommend", "workers"):
         if key in results:
             rows = results[key] if isinstance(results[key], list) else [results[key]]

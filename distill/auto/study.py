@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from distill.auto.config import AutoDistillRecipe, AutoSection
@@ -288,6 +287,26 @@ class TrialObjective:
         return report
 
 
+class TrialBudget:
+    """Stop the study once ``trials`` trials have finished, over all workers; a trial failed by heartbeat and
+    retried is not counted (its retry is). Usage: ``study.optimize(f, callbacks=[TrialBudget(20)])``
+    """
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+
+    @staticmethod
+    def spent(study: optuna.Study) -> int:
+        """Finished trials that count. Usage: ``TrialBudget.spent(study)``."""
+        trials = study.get_trials(deepcopy=False)
+        retried = {number for trial in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
+        return sum(1 for trial in trials if trial.state in FINISHED_STATES and trial.number not in retried)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.spent(study) >= self.trials:
+            study.stop()
+
+
 # ---------------------------------------------------------------------------------------------- command
 def study_folder(recipe: AutoDistillRecipe) -> Path:
     """``output_dir``, or ``runs/auto-<student>-<dataset>``. Usage: ``study_folder(recipe)``."""
@@ -334,7 +353,8 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
                         "trials) or another --out")
     build_space(recipe.distill_recipe(), False, auto.space)  # refuse a bad space before any work
     storage_spec = auto.storage or f"sqlite:///{(folder / STUDY_DB).resolve()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    if auto.storage is None:
+        folder.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_spec, auto)
     base, plan = prepare_teacher(recipe.distill_recipe(), folder)
     space = build_space(base, plan.task.is_regression, auto.space)
@@ -349,8 +369,8 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
         warm_starts(study, space, ranked)
     primary = plan.task.metrics[0]
     del plan  # trials load their own models; the base plan's are not needed any more
-    budget = MaxTrialsCallback(auto.trials, states=FINISHED_STATES)
-    if len(study.get_trials(deepcopy=False, states=FINISHED_STATES)) < auto.trials:
+    budget = TrialBudget(auto.trials)
+    if budget.spent(study) < auto.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(TrialObjective(space, folder, auto.objectives, primary), timeout=auto.timeout,
                        callbacks=[budget], catch=TRIAL_ERRORS, gc_after_trial=True)
@@ -362,6 +382,7 @@ __all__ = [
     "AutoResult",
     "OBJECTIVES",
     "Objective",
+    "TrialBudget",
     "TrialObjective",
     "describe_storage",
     "folder_lock",
