@@ -190,7 +190,8 @@ def main() -> None:
     if "workers" in stages:
         results["workers"] = run_workers(tasks[0], args)
     if args.write_prior:
-        atomic_write_text(args.write_prior, table_csv([row for rows in grids.values() for row in rows]))
+        shipped = [{**row, "run_dir": ""} for rows in grids.values() for row in rows]  # paths of this machine
+        atomic_write_text(args.write_prior, table_csv(shipped))
     atomic_write_json(Path(args.out) / f"bench-{'-'.join(stages)}.json", results)
     for key in ("grid", "search", "recommend", "workers"):
         if key in results:
