@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from distill.auto import AutoDistillRecipe, run_auto
 from distill.auto.recommend import RetentionModel, rank
-from distill.auto.space import apply_params, build_space, is_valid, mi_losses, recipe_params
+from distill.auto.space import (apply_params, build_space, is_valid, mi_losses, recipe_params,
+                                registered_augmenters)
 from distill.auto.study import TrialBudget, TrialObjective, make_pruner, open_storage, open_study, warm_starts
 from distill.cli import main
 from distill.config import DistillRecipe
@@ -28,11 +29,13 @@ from shrink.errors import UserError
 from shrink.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-# The demo recipe shrunk: a 2-layer teacher fine-tuned for one epoch, a small space of cheap pipelines.
+# The demo recipe shrunk: a 2-layer teacher fine-tuned for one epoch, a small space of cheap pipelines
+# (without augmentation, whose augmenters may need models this offline machine lacks).
+NO_AUGMENT = ", augment_policy: [none], mixup: [false]" if registered_augmenters() is not None else ""
 TINY = ["--recipe", "demo", "--teacher", "bert-tiny", "--max-train-samples", "48", "--max-eval-samples", "24",
         "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1", "--max-length", "16", "--no-progress",
         "--set", "auto.space={intermediate: [none, pkd, mi], kd_loss: [kl, mse], hard_weight: [0.0], alpha: [0.9], "
-        "critic: [mlp], layer_map: [skip]}"]
+        f"critic: [mlp], layer_map: [skip]{NO_AUGMENT}}}"]
 POSTGRES = os.environ.get("SHRINK_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES, reason="SHRINK_TEST_POSTGRES_URL is not set (.ci/run starts a "
                                     "throwaway PostgreSQL server: source tools/test_postgres.sh; start_test_postgres)")

@@ -369,6 +369,10 @@ def recipe_params(space: SearchSpace) -> dict[str, Any] | None:
         "inter_weight": entry.weight if entry else None, "lr": space.base.train.lr,
         "epochs": space.base.train.epochs, "student_layers": section.student_layers,
     }
+    augment = getattr(section, "augment", None)  # present once the augmentation stage is installed
+    if augment is not None:
+        source.update({"augment_policy": ">".join(augment.policy) or NO_POLICY, "aug_p": augment.aug_p,
+                       "mixup": augment.mixup})
     if len(section.intermediate) > 1:
         return None
     params: dict[str, Any] = {}
