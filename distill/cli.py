@@ -14,6 +14,7 @@ Usage::
     distill --teacher resnet56 --student resnet20 --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
     distill --moe --train-experts 2 --student convnet --dataset rotated-fashion-mnist --test-domains 0,75
     distill adapt runs/moe --data new_site.csv --out runs/moe-site
+    distill --auto --recipe demo --trials 12 --storage postgresql://host/db   # AutoDistiller; start N for N workers
 """
 from __future__ import annotations
 
@@ -113,11 +114,49 @@ def build_parser() -> argparse.ArgumentParser:
     flag_group(parser, "augmentation").add_argument(
         "--mixup", action="store_true", help="mixup on word embeddings (text) or pixels (images): lambda ~ "
         "Beta(0.4, 0.4), batch doubled [distill.augment.mixup]")
+    add_auto_flags(parser)
     add_training_flags(parser)
     return parser
 
 
-def recipe_from_args(args: argparse.Namespace) -> Any:
+# AutoDistiller (distill --auto): dest -> (recipe key, type, help)
+AUTO_FLAGS: FlagTable = {
+    "trials": ("auto.trials", int, "finished trials the study runs, over all its workers"),
+    "timeout": ("auto.timeout", float, "stop this worker after so many seconds"),
+    "storage": ("auto.storage", str, "Optuna storage: an RDB URL (postgresql://...) or a journal file; "
+                                     "default: SQLite in the study folder"),
+    "study_name": ("auto.study_name", str, "study to create or join (default: the study folder's name)"),
+    "top_k": ("auto.top_k", int, "recommended pipelines enqueued first with --recommend"),
+}
+
+
+def add_auto_flags(parser: argparse.ArgumentParser) -> None:
+    """The --auto flags. Usage: ``add_auto_flags(parser)``."""
+    group = parser.add_argument_group("AutoDistiller (--auto)")
+    group.add_argument("--auto", action="store_true", help="search the pipeline with Optuna (see auto: in recipes)")
+    for dest, (_, kind, help_text) in AUTO_FLAGS.items():
+        group.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=kind, help=help_text)
+    group.add_argument("--objectives", help="score (default), or score,latency / score,size: a Pareto front")
+    group.add_argument("--recommend", action="store_true", default=None,
+                       help="enqueue the pipelines a model of past trials ranks best as the first trials")
+    group.add_argument("--prior", action="append", dest="priors", help="a trials.csv to learn from (repeatable)")
+
+
+def auto_recipe_from_args(args: argparse.Namespace) -> Any:
+    """The AutoDistillRecipe of ``distill --auto``: the distill recipe and flags, plus the auto flags.
+
+    Usage: ``auto_recipe_from_args(build_parser().parse_args(["--auto", "--demo", "--trials", "4"]))``
+    """
+    from distill.auto import AutoDistillRecipe
+
+    overrides = table_overrides(args, AUTO_FLAGS)
+    if args.objectives:
+        overrides["auto.objectives"] = name_list(args.objectives)
+    overrides.update({"auto.recommend": args.recommend, "auto.priors": args.priors})
+    return recipe_from_args(args, AutoDistillRecipe, overrides)
+
+
+def recipe_from_args(args: argparse.Namespace, schema: Any = None, extra: dict[str, Any] | None = None) -> Any:
     """The validated DistillRecipe: the recipe file (or the demo's, or defaults), then the flags.
 
     Usage: ``recipe_from_args(build_parser().parse_args(["--demo", "--epochs", "1"]))``
@@ -133,10 +172,11 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     overrides.update(table_overrides(args, AUGMENT_FLAGS))
     if args.mixup:
         overrides["distill.augment.mixup"] = True
+    overrides.update(extra or {})
     if args.export_onnx:
         overrides["distill.export_onnx"] = True
     apply_stage_flags(raw, args, [key.split(".", 1)[1] for key in overrides if key.startswith("train.")])
-    return build_recipe(raw, DistillRecipe, overrides, source=str(path) if path else "flags")
+    return build_recipe(raw, schema or DistillRecipe, overrides, source=str(path) if path else "flags")
 
 
 def apply_stage_flags(raw: dict[str, Any], args: argparse.Namespace, train_keys: Sequence[str]) -> None:
@@ -194,6 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return adapt_command(argv[1:])
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    if args.auto:
+        from distill.auto import run_auto
+
+        run_auto(auto_recipe_from_args(args), resume=args.resume)
+        return 0
+    stray = [f"--{dest.replace('_', '-')}" for dest in (*AUTO_FLAGS, "objectives", "recommend", "priors")
+             if getattr(args, dest) is not None]
+    if stray:
+        raise UserError(f"{', '.join(stray)} belong to the pipeline search; add --auto or drop them")
     recipe = recipe_from_args(args)
     if args.moe and recipe.moe is None:
         raise UserError("--moe needs experts: pass --experts DIR1,DIR2,... or --train-experts N")
@@ -206,5 +255,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["AUGMENT_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS", "apply_stage_flags",
-           "build_parser", "comma_list", "main", "policy_names", "recipe_from_args"]
+__all__ = ["AUGMENT_FLAGS", "AUTO_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS",
+           "add_auto_flags", "apply_stage_flags", "auto_recipe_from_args", "build_parser", "comma_list", "main",
+           "policy_names", "recipe_from_args"]

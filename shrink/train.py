@@ -19,6 +19,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,6 +50,22 @@ StepOutput = torch.Tensor | Mapping[str, torch.Tensor]
 Step = Callable[[nn.Module, Batch], StepOutput]
 Predict = Callable[[nn.Module, Batch], torch.Tensor]
 SaveModel = Callable[[nn.Module, Path], None]
+EpochListener = Callable[[dict[str, float]], None]
+_EPOCH_LISTENERS: list[EpochListener] = []
+
+
+@contextlib.contextmanager
+def epoch_listener(listener: EpochListener) -> Iterator[None]:
+    """Call ``listener(entry)`` with each epoch's history entry (epoch, train loss, dev metrics) of every
+    Trainer in this process while the block runs; an exception it raises stops training (a search's pruner).
+
+    Usage: ``with epoch_listener(lambda entry: print(entry["accuracy"])): trainer.fit()``
+    """
+    _EPOCH_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS.remove(listener)
 
 PROGRESS_FILE = "progress.json"
 # Large primes spread (seed, epoch, index) over the 63-bit seed space without collisions in practice.
@@ -316,6 +333,8 @@ class Trainer:
         prog.history.append(entry)
         self._log({("train/epoch_loss" if key == "train_loss" else f"dev/{key}"): value
                    for key, value in entry.items() if key not in ("epoch", "step")})
+        for listener in list(_EPOCH_LISTENERS):
+            listener(entry)
         if lines_on(self.config.progress, self.config.verbosity):
             epochs = math.ceil(self.total_steps / self.steps_per_epoch)
             figures = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))
