@@ -18,8 +18,7 @@ from optuna.trial import TrialState
 
 from distill.auto import AutoDistillRecipe, run_auto
 from distill.auto.recommend import RetentionModel, rank
-from distill.auto.space import (apply_params, build_space, is_valid, mi_losses, recipe_params,
-                                registered_augmenters)
+from distill.auto.space import apply_params, build_space, is_valid, mi_losses, recipe_params
 from distill.auto.study import TrialBudget, TrialObjective, make_pruner, open_storage, open_study, warm_starts
 from distill.cli import main
 from distill.config import DistillRecipe
@@ -31,7 +30,7 @@ from shrink.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[1]
 # The demo recipe shrunk: a 2-layer teacher fine-tuned for one epoch, a small space of cheap pipelines
 # (without augmentation, whose augmenters may need models this offline machine lacks).
-NO_AUGMENT = ", augment_policy: [none], mixup: [false]" if registered_augmenters() is not None else ""
+NO_AUGMENT = ", augment_policy: [none], mixup: [false]"
 TINY = ["--recipe", "demo", "--teacher", "bert-tiny", "--max-train-samples", "48", "--max-eval-samples", "24",
         "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1", "--max-length", "16", "--no-progress",
         "--set", "auto.space={intermediate: [none, pkd, mi], kd_loss: [kl, mse], hard_weight: [0.0], alpha: [0.9], "
@@ -86,14 +85,13 @@ def test_recipe_narrows_the_space_and_drops_losses_left_without_a_layer_map():
     assert dims["kd_loss"].choices == ("kl",) and (dims["lr"].low, dims["lr"].high) == (1e-4, 1e-3)
 
 
-def test_augmentation_dimensions_come_from_the_augmenter_registry_and_are_absent_without_it():
-    from distill.auto.space import augmentation_dimensions, registered_augmenters
+def test_augmentation_dimensions_come_from_the_augmenter_registry():
+    from distill.auto.space import augmentation_dimensions
 
     policy, aug_p, mixup = augmentation_dimensions(["mlm", "swap", "delete"])
     assert len(policy.choices) == 16 and "none" in policy.choices and "swap>mlm>delete" in policy.choices
     assert aug_p.parent == "augment_policy" and "none" not in aug_p.parent_values and mixup.choices == (False, True)
-    if registered_augmenters() is None:  # this tree has no augmentation stage yet
-        assert not {"augment_policy", "aug_p", "mixup"} & set(demo_space().names())
+    assert {"augment_policy", "aug_p", "mixup"} <= set(demo_space().names())  # derived from the registry
 
 
 # ------------------------------------------------------------------------------------------------ study
@@ -105,6 +103,8 @@ def test_enqueued_warm_starts_run_first():
                "inter_weight": 0.5, "lr": 1e-3, "epochs": 4}]
     queued = warm_starts(study, space, picked)
     assert queued[-1] == recipe_params(space) and queued[-1]["intermediate"] == "mi"  # the recipe's own pipeline
+    # what a recommendation does not name (augmentation here) is the recipe's own, not drawn at random
+    assert queued[0]["augment_policy"] == queued[-1]["augment_policy"] and "temperature" not in queued[0]
     from distill.auto.space import sample
 
     study.optimize(lambda trial: len(sample(space, trial)), n_trials=5)

@@ -20,7 +20,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from distill.config import DistillRecipe, DistillSection
+from distill.augment import AUGMENTERS
+from distill.config import DistillRecipe
 from distill.objectives import EMD_LOSSES, INTERMEDIATE_LOSSES, LAYER_MAPS, MILoss, PREDICTION_LOSSES
 from distill.objectives.critics import CRITICS
 from distill.pipeline import loss_features
@@ -147,27 +148,10 @@ def layer_maps_for(loss: str) -> tuple[str, ...]:
     return tuple(maps)
 
 
-def registered_augmenters() -> list[str] | None:
-    """The augmenter names when the augmentation stage (``distill.augment`` and its recipe section) is
-    installed, else None. The one place that knows about that stage: without it the space lacks its dimensions.
+def augmentation_dimensions(names: Sequence[str]) -> list[Dimension]:
+    """Policy (ordered subsets of the augmenters ``names`` up to MAX_POLICY_LENGTH, or none), aug_p (with a
+    policy) and mixup. Usage: ``augmentation_dimensions(AUGMENTERS.names())``
     """
-    if "augment" not in DistillSection.model_fields:
-        return None
-    try:
-        from distill.augment import AUGMENTERS
-    except ImportError:
-        return None
-    return AUGMENTERS.names()
-
-
-def augmentation_dimensions(names: Sequence[str] | None) -> list[Dimension]:
-    """Policy (ordered subsets of the augmenters up to MAX_POLICY_LENGTH, or none), aug_p (with a policy)
-    and mixup; no dimensions when ``names`` is None (no augmentation stage).
-
-    Usage: ``augmentation_dimensions(registered_augmenters())``
-    """
-    if names is None:
-        return []
     policies = [">".join(order) for length in range(1, MAX_POLICY_LENGTH + 1)
                 for order in itertools.permutations(names, length)]
     return [Dimension("augment_policy", "distill.augment.policy", choices=(NO_POLICY, *policies)),
@@ -199,7 +183,7 @@ def default_dimensions(base: DistillRecipe, regression: bool) -> list[Dimension]
                   parent_values=losses[1:]),
         Dimension("lr", "train.lr", low=lr / 10, high=lr * 10, log=True),
         Dimension("epochs", "train.epochs", low=max(1, math.ceil(epochs / 3)), high=epochs, integer=True),
-        *augmentation_dimensions(registered_augmenters()),
+        *augmentation_dimensions(AUGMENTERS.names()),
     ]
     return dims
 
@@ -404,7 +388,6 @@ __all__ = [
     "Suggester",
     "apply_params",
     "augmentation_dimensions",
-    "registered_augmenters",
     "build_space",
     "default_dimensions",
     "is_valid",

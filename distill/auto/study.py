@@ -319,15 +319,29 @@ def study_folder(recipe: AutoDistillRecipe) -> Path:
 def warm_starts(study: optuna.Study, space: SearchSpace, recommended: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Enqueue the recommended pipelines, then the recipe's own, as the study's first trials (once).
 
+    A recommendation learnt from trials that did not search some dimension (augmentation, say) takes the
+    recipe's own value for it, where active, rather than a random one.
     Usage: ``warm_starts(study, space, ranked[:3])``
     """
-    queued = [*recommended]
     default = recipe_params(space)
+    queued = [complete(space, params, default or {}) for params in recommended]
     if default is not None:
         queued.append(default)
     for params in queued:
         study.enqueue_trial(params, skip_if_exists=True)
     return queued
+
+
+def complete(space: SearchSpace, params: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with each active dimension it does not name taken from ``fallback``, in the space's order.
+
+    Usage: ``complete(space, {"kd_loss": "kl"}, recipe_params(space))``
+    """
+    filled = dict(params)
+    for dim in space.dimensions:
+        if dim.name not in filled and dim.name in fallback and dim.active(filled):
+            filled[dim.name] = fallback[dim.name]
+    return filled
 
 
 def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
