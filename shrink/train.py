@@ -67,6 +67,7 @@ def epoch_listener(listener: EpochListener) -> Iterator[None]:
     finally:
         _EPOCH_LISTENERS.remove(listener)
 
+
 PROGRESS_FILE = "progress.json"
 # Large primes spread (seed, epoch, index) over the 63-bit seed space without collisions in practice.
 _EPOCH_MIX, _INDEX_MIX = 1_000_003, 7_919
