@@ -257,10 +257,11 @@ def test_a_postgres_worker_killed_mid_trial_is_retried_by_another(tmp_path):
     storage, name = POSTGRES, f"kill-{uuid.uuid4().hex[:8]}"
     beat = ["--set", "auto.heartbeat_s=1", "--epochs", "3", "--set", "auto.space.epochs=[3]"]
     victim = start_worker(tmp_path / "victim", storage, name, "--trials", "2", *beat)
+    polling = optuna.storages.RDBStorage(storage)  # one pool: a new storage per poll exhausted the server
     deadline = time.time() + 240
     while time.time() < deadline:  # kill it mid-trial, after one trial has completed
         time.sleep(0.5)
-        with _quiet_storage(storage, name) as study:
+        with _quiet_storage(polling, name) as study:
             states = [t.state for t in study.trials] if study else []
         if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
             break
