@@ -77,17 +77,12 @@ AUGMENT_FLAGS: FlagTable = {
 }
 
 
-def comma_list(text: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]`` for list-valued flags. Usage: ``comma_list("0,75") == ["0", "75"]``."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 # Meta-DMoE (distill --moe): dest -> (recipe key, type, help)
 MOE_FLAGS: FlagTable = {
-    "experts": ("moe.experts", comma_list, "Meta-DMoE: expert run or model directories, comma-separated"),
+    "experts": ("moe.experts", name_list, "Meta-DMoE: expert run or model directories, comma-separated"),
     "train_experts": ("moe.train_experts", int, "Meta-DMoE: train N experts on seeded clusters of source domains"),
     "domain_column": ("data.domain_column", str, "column giving each example's domain (CSV/TSV/JSONL, metadata-csv)"),
-    "test_domains": ("moe.test_domains", comma_list, "Meta-DMoE: held-out target domains, comma-separated"),
+    "test_domains": ("moe.test_domains", name_list, "Meta-DMoE: held-out target domains, comma-separated"),
     "meta_steps": ("moe.meta.steps", int, "Meta-DMoE: meta-training steps (outer updates)"),
     "inner_lr": ("moe.meta.alpha", float, "Meta-DMoE: inner (and test-time) SGD rate alpha"),
     "support": ("moe.meta.support", int, "Meta-DMoE: unlabeled support examples per task (and at test time)"),
@@ -256,5 +251,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["AUGMENT_FLAGS", "AUTO_FLAGS", "DISTILL_FLAGS", "INTERMEDIATE_FLAGS", "MOE_FLAGS", "STAGE_FLAGS",
-           "add_auto_flags", "apply_stage_flags", "auto_recipe_from_args", "build_parser", "comma_list", "main",
+           "add_auto_flags", "apply_stage_flags", "auto_recipe_from_args", "build_parser", "main",
            "policy_names", "recipe_from_args"]
