@@ -19,6 +19,7 @@ Usage::
 """
 from __future__ import annotations
 
+import abc
 import copy
 import hashlib
 import json
@@ -141,7 +142,7 @@ def _drop_path_hook(rate: float) -> Callable[[nn.Module, tuple, Any], Any]:
 
 
 # -------------------------------------------------------------------------------------------- families
-class Family:
+class Family(abc.ABC):
     """How one kind of model splits into stem, a sequence of blocks and head; built from a template model.
 
     Subclasses implement ``matches``, ``block_count``, ``parts`` (fresh stem / blocks / head of one position),
@@ -155,21 +156,25 @@ class Family:
         self.template, self.target_depths = template, list(target_depths)
 
     @classmethod
+    @abc.abstractmethod
     def matches(cls, model: nn.Module) -> bool:
-        raise NotImplementedError
+        """True when ``model`` is of this family."""
 
     @classmethod
+    @abc.abstractmethod
     def block_count(cls, model: nn.Module) -> int:
-        raise NotImplementedError
+        """The number of blocks ``model`` splits into."""
 
+    @abc.abstractmethod
     def parts(self, position: int, depth: int) -> tuple[nn.Module | None, list[nn.Module], nn.Module | None]:
-        raise NotImplementedError
+        """Fresh stem (first position only), ``depth`` blocks and head (last position only) of a position."""
 
     def inputs(self, *args: Any, **kwargs: Any) -> tuple[Any, Side]:
         return args[0] if args else kwargs["pixel_values"], {}
 
+    @abc.abstractmethod
     def to_plain(self, blocks: list[nn.Module], stem: nn.Module, head: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        """The ordinary zoo or Hugging Face model holding ``blocks``, ``stem`` and ``head``."""
 
     def describe(self) -> dict[str, Any]:
         """What fixes the architecture (checked when phases meet): name and arguments of the model."""
