@@ -23,3 +23,21 @@ def one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def refused(capsys):
+    """``refused(main, argv)``: run a command that must refuse its input and return its one error line.
+
+    Bad input ends with exit status 2 and exactly one stderr line starting with ``error: ``.
+    """
+
+    def run(main, argv) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        return lines[0]
+
+    return run

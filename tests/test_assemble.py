@@ -165,15 +165,6 @@ def run_cli(*args: str) -> None:
     assert main([*args]) == 0
 
 
-def refused(capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    return err
-
-
 def module_tensors(root: Path, index: int) -> dict[str, torch.Tensor]:
     return load_file(str(root / f"incubate-{index}" / "module.safetensors"))
 
@@ -207,33 +198,33 @@ def test_concurrent_incubation_processes_match_sequential_runs_and_the_summary(t
     assert load_model(concurrent / "model").shrink_spec["kwargs"]["depth"] == 4
 
 
-def test_bad_input_is_one_line_exit_2_and_nothing_assembled(tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_nothing_assembled(tmp_path, refused):
     out = tmp_path / "run"
-    assert "do not divide into 3 equal modules" in refused(capsys, *TINY, "--modules", "3", "--out", str(out))
+    assert "do not divide into 3 equal modules" in refused(main, [*TINY, "--modules", "3", "--out", str(out)])
     assert not out.exists()
-    assert "meta model is missing" in refused(capsys, "incubate", "--module", "0", *TINY, "--out", str(out))
+    assert "meta model is missing" in refused(main, ["incubate", "--module", "0", *TINY, "--out", str(out)])
     assert not (out / "incubate-0").exists()
 
     run_cli(*TINY, "--phase", "meta", "--out", str(out))
     run_cli("incubate", "--module", "0", *TINY, "--out", str(out))
-    err = refused(capsys, *TINY, "--phase", "assemble", "--out", str(out))
+    err = refused(main, [*TINY, "--phase", "assemble", "--out", str(out)])
     assert "module 1 of 2 has not been incubated" in err
     assert not (out / "assemble").exists()
-    assert "--module 5 does not exist" in refused(capsys, "incubate", "--module", "5", *TINY, "--out", str(out))
+    assert "--module 5 does not exist" in refused(main, ["incubate", "--module", "5", *TINY, "--out", str(out)])
 
     other = tmp_path / "deeper"  # the same family and width, another depth: a different target shape
     deeper = [*TINY, "--set", "model.args.depth=6"]
     run_cli(*deeper, "--phase", "meta", "--out", str(other))
     run_cli("incubate", "--module", "1", *deeper, "--out", str(other))
     shutil.copytree(other / "incubate-1", out / "incubate-1")
-    err = refused(capsys, *TINY, "--phase", "assemble", "--out", str(out))
+    err = refused(main, [*TINY, "--phase", "assemble", "--out", str(out)])
     assert "module 1" in err and "another model or split" in err
     assert not (out / "assemble").exists()
 
-    err = refused(capsys, "incubate", "--module", "1", *TINY, "--meta-model", str(other / "meta"), "--out",
-                  str(tmp_path / "third"))
+    err = refused(main, ["incubate", "--module", "1", *TINY, "--meta-model", str(other / "meta"), "--out",
+                  str(tmp_path / "third")])
     assert "the meta model" in err and "another model or split" in err
-    assert "cannot change" in refused(capsys, *deeper, "--phase", "meta", "--out", str(out))
+    assert "cannot change" in refused(main, [*deeper, "--phase", "meta", "--out", str(out)])
 
 
 def test_an_interrupted_incubation_resumes_to_the_same_module(tmp_path, capsys):

@@ -158,7 +158,7 @@ BASE = ["--dataset", "synthetic-text", "--max-train-samples", "16", "--max-eval-
     (["--teacher", "bert-tiny", "--set", "distill.kd.temprature=2"], "distill.kd.temprature"),
     (["--teacher", "bert-tiny,bert-tiny", "--teacher-kind", "single"], "single teacher takes one model"),
 ])
-def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, refused):
     dirs = {"three_labels": tiny_bert_dir(tmp_path / "t3", labels=3),
             "regression": tiny_bert_dir(tmp_path / "reg", labels=1, regression=True),
             "other_vocab": tiny_bert_dir(tmp_path / "other", tokenizer=other_tokenizer()),
@@ -168,11 +168,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(args, needle, tmp_path, 
         for split in ("train", "dev"):
             (tmp_path / f"{split}.csv").write_text("text,label\ngood fun,0.9\nbad plot,0.1\ndull,0.2\n")
     argv = [*BASE, *data, *(a.format(**dirs) for a in args), "--out", str(tmp_path / "run")]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert needle in refused(main, argv)
     assert not (tmp_path / "run").exists()
 
 
