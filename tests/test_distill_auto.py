@@ -255,17 +255,23 @@ def test_a_stale_trial_is_failed_by_heartbeat_and_requeued_with_its_params(tmp_p
 @needs_postgres
 def test_a_postgres_worker_killed_mid_trial_is_retried_by_another(tmp_path):
     storage, name = POSTGRES, f"kill-{uuid.uuid4().hex[:8]}"
-    beat = ["--set", "auto.heartbeat_s=1", "--epochs", "3", "--set", "auto.space.epochs=[3]"]
+    # 4x the tiny training set: trials of several seconds, so the poll can find one running and kill it
+    beat = ["--set", "auto.heartbeat_s=1", "--epochs", "3", "--set", "auto.space.epochs=[3]",
+            "--max-train-samples", "192"]
     victim = start_worker(tmp_path / "victim", storage, name, "--trials", "2", *beat)
     polling = optuna.storages.RDBStorage(storage)  # one pool: a new storage per poll exhausted the server
     deadline = time.time() + 240
-    while time.time() < deadline:  # kill it mid-trial, after one trial has completed
-        time.sleep(0.5)
+    def states():
         with _quiet_storage(polling, name) as study:
-            states = [t.state for t in study.trials] if study else []
-        if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
-            break
-    time.sleep(1)
+            return [t.state for t in study.trials] if study else []
+
+    while time.time() < deadline:  # kill it mid-trial, after one trial has completed
+        time.sleep(0.2)
+        if states().count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states():
+            time.sleep(1)  # its heartbeat thread has written; a trial of a few seconds may have ended since:
+            if TrialState.RUNNING in states():  # look again, so the kill lands mid-trial
+                break
+    assert TrialState.RUNNING in states(), "the victim never stayed inside a trial long enough to be killed"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     completed_before = {t.number: t.value for t in optuna.load_study(study_name=name, storage=storage).trials
