@@ -24,27 +24,30 @@ import copy
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from prune.config import PruneRecipe
 from prune.graph import network_to_graph
 from prune.importance import CRITERIA
+from prune.latency import FastWidths, LatencyGoal, MeasuredSpeedup, runnable
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import (example_input, given_collection, light_prune, recalibrate_batchnorm, shuffled_loader,
                              train_metanet)
 from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
                           torch_pruning_macs)
-from shrink.bench import count_macs, count_parameters, size_on_disk
+from shrink.bench import compare_latency, count_macs, count_parameters, example_inputs, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
                             table_overrides)
 from shrink.errors import cli_entry
 from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
+from shrink.onnx_runtime import OnnxModel
 from shrink.recipe import load_recipe
 from shrink.modelcard import ModelCard
 from shrink.report import publish
@@ -60,6 +63,11 @@ PRUNE_FLAGS: FlagTable = {
     "method": ("prune.method", str, f"importance criterion: {', '.join(CRITERIA.names())}"),
     "speedup": ("prune.speedup", float, "target MACs speed-up over the base model (default 2.0)"),
     "param_ratio": ("prune.param_ratio", float, "target parameter ratio base / pruned (instead of --speedup)"),
+    "latency_speedup": ("prune.latency_speedup", float, "target measured speed-up over the base model (on "
+                        "--latency-runtime at --latency-batch) instead of a MACs target"),
+    "latency_batch": ("prune.latency_batch", int, "batch size of the latency target and of the result's second "
+                      "latency column (default 64)"),
+    "latency_runtime": ("prune.latency_runtime", str, "where latency is measured: onnxruntime (default) or torch"),
     "protect": ("prune.protect", str, "comma-separated layers never pruned (the classifier always is protected)"),
     "iterative_steps": ("prune.iterative_steps", int, "each step prunes 1/N of the channels, globally ranked"),
     "round_to": ("prune.round_to", int, "keep pruned widths multiples of N (8 or 16: faster kernels)"),
@@ -87,8 +95,11 @@ def build_parser(metatrain: bool = False) -> argparse.ArgumentParser:
             "first applies a graph metanetwork. 'prune metatrain ...' only meta-trains the metanetwork.",
             **help_style(__doc__))
     add_flag_table(parser, PRUNE_FLAGS, "pruning")
-    flag_group(parser, "pruning").add_argument("--export-onnx", action="store_true",
-                                                help="also export the pruned model to RUN/model.onnx")
+    group = flag_group(parser, "pruning")
+    group.add_argument("--fast-widths", action=argparse.BooleanOptionalAction, default=None,
+                       help="round pruned widths down to the fastest nearby widths by measured layer latency "
+                            "(cached per machine; default: on with --latency-speedup) [prune.fast_widths]")
+    group.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
     add_training_flags(parser)
     return parser
 
@@ -104,6 +115,8 @@ def recipe_from_args(args: argparse.Namespace) -> PruneRecipe:
         overrides["prune.protect"] = [name.strip() for name in args.protect.split(",") if name.strip()]
     if args.export_onnx:
         overrides["prune.export_onnx"] = True
+    if args.fast_widths is not None:
+        overrides["prune.fast_widths"] = args.fast_widths
     return load_recipe(args.recipe, PruneRecipe, overrides)
 
 
@@ -173,7 +186,7 @@ def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[
     metric = experiment.task.metrics[0]
 
     def hook(model: nn.Module, entry: dict) -> None:
-        reached = entry["speedup"] if "speedup" in experiment.recipe.prune.target() else entry["param_ratio"]
+        reached = entry["param_ratio"] if "param_ratio" in experiment.recipe.prune.target() else entry["speedup"]
         if marks and reached >= marks[0]:
             while marks and reached >= marks[0]:
                 marks.pop(0)
@@ -190,12 +203,19 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     section = recipe.prune
     pruned = copy.deepcopy(start)
     target = section.target()
-    needs_grad = CRITERIA.get(section.method).needs_grad
+    grads = gradient_fn(experiment) if CRITERIA.get(section.method).needs_grad else None
+    widths = FastWidths(example_input(experiment), section.method, batch=section.latency_batch,
+                        protect=section.protect, grad_fn=grads) if section.uses_fast_widths else None
+    goal = None
+    if section.latency_speedup is not None:
+        meter = MeasuredSpeedup(base, batch_maker(recipe, experiment, base), section.latency_batch,
+                                section.latency_runtime)
+        goal = LatencyGoal(meter, section.latency_speedup, widths=widths)
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to,
-        grad_fn=gradient_fn(experiment) if needs_grad else None,
-        base=base_counts, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
+        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts,
+        on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points), latency_goal=goal,
+        widths=widths,
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
@@ -236,6 +256,34 @@ def plot_curve(path: Path, history: Sequence[dict[str, Any]], metric: str, base_
     figure.savefig(path, dpi=120)
 
 
+def batch_maker(recipe: PruneRecipe, experiment: Experiment, model: nn.Module) -> Callable[[int], dict[str, Tensor]]:
+    """Seeded dummy batches of a given size shaped as the task's inputs (for timing)."""
+    return lambda size: example_inputs(model, size, image_shape=experiment.task.image_shape,
+                                       seq_len=recipe.data.max_length)
+
+
+def measured(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dict[str, nn.Module]
+             ) -> dict[str, dict[str, Any]]:
+    """Parameters, MACs and latency at batch 1 and ``latency_batch`` on ``latency_runtime`` of each model, the
+    models timed in alternating rounds (the pruned model's ONNX file is reused when it was exported)."""
+    section = recipe.prune
+    sizes = (1, section.latency_batch)
+    figures = model_figures(experiment, models, batch_sizes=sizes if section.latency_runtime == "torch" else ())
+    if section.latency_runtime == "torch":
+        return figures
+    with tempfile.TemporaryDirectory(prefix="shrink-prune-") as folder:
+        runners = {}
+        for role, model in models.items():
+            make_batch = batch_maker(recipe, experiment, model)
+            exported = run / "model.onnx"
+            runners[role] = (OnnxModel(exported) if role == "pruned" and exported.is_file()
+                             else runnable(model, "onnxruntime", Path(folder) / role, make_batch), make_batch)
+        latency = compare_latency(runners, sizes)
+    for role in models:
+        figures[role]["latency"], figures[role]["runtime"] = latency[role], "onnxruntime"
+    return figures
+
+
 def export(recipe: PruneRecipe, experiment: Experiment, model: nn.Module, run: RunDir) -> dict[str, Any]:
     """Export the pruned model to ``RUN/model.onnx`` (checked against PyTorch)."""
     from shrink.deploy_cli import TaskView
@@ -248,7 +296,8 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
            info: dict[str, Any]) -> dict[str, Any]:
     """Measure the base and pruned models; print the table; write metrics.json, report.md and the plot."""
     metric = experiment.task.metrics[0]
-    rows, figures = [], model_figures(experiment, models)  # base and pruned timed alternately
+    exported = export(recipe, experiment, models["pruned"], run) if recipe.prune.export_onnx else None
+    rows, figures = [], measured(recipe, experiment, run, models)  # base and pruned timed alternately
     for role, model in models.items():
         dev = evaluate_model(model, experiment.dev_loader(), experiment.task.metrics)
         figures[role] = {"dev": dev, **figures[role],
@@ -258,7 +307,10 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
                      **latency_columns(figures[role]["latency"])})
     figures["pruned"]["model_bytes"] = size_on_disk(run / "model")
     speedup = figures["base"]["macs"] / figures["pruned"]["macs"]
-    rows[-1]["speedup"] = speedup
+    latency_speedups = {b: figures["base"]["latency"][b]["median_ms"] / v["median_ms"]
+                        for b, v in figures["pruned"]["latency"].items()}
+    rows[-1]["MACs speed-up"] = speedup
+    rows[-1].update({f"latency speed-up b{b}": value for b, value in latency_speedups.items()})
     plot_curve(run / PLOT_FILE, info["prune"]["history"], metric, figures["base"]["dev"][metric],
                (speedup, figures["pruned"]["dev"][metric]))
     metrics: dict[str, Any] = {
@@ -267,15 +319,15 @@ def report(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: dic
         "primary_metric": metric, "speedup": speedup,
         "speedup_torch_pruning": figures["base"]["macs_torch_pruning"] / figures["pruned"]["macs_torch_pruning"],
         "param_ratio": figures["base"]["params"] / figures["pruned"]["params"],
-        "latency_speedup": {b: figures["base"]["latency"][b]["median_ms"] / v["median_ms"]
-                            for b, v in figures["pruned"]["latency"].items()},
+        "latency_speedup": latency_speedups, "latency_runtime": recipe.prune.latency_runtime,
         "base": figures["base"], "pruned": figures["pruned"], **info,
     }
-    if recipe.prune.export_onnx:
-        metrics["onnx"] = export(recipe, experiment, models["pruned"], run)
+    if exported is not None:
+        metrics["onnx"] = exported
     intro = (f"{metrics['model']} on {experiment.task.name}, method `{metrics['method']}`, target "
-             f"{metrics['target']}; speed-up = base MACs / pruned MACs (convs and linears, PyTorch's FLOP counter; "
-             "Torch-Pruning's count, which papers quote, adds BatchNorm, ReLU and pooling).")
+             f"{metrics['target']}; MACs speed-up = base MACs / pruned MACs (convs and linears, PyTorch's FLOP "
+             "counter; Torch-Pruning's count, which papers quote, adds BatchNorm, ReLU and pooling); latency "
+             f"speed-up = base / pruned median latency on {recipe.prune.latency_runtime}, measured here.")
     card = ModelCard(method=f"{metrics['model']} pruned with `prune` (method {metrics['method']}) to {speedup:.2f}x "
                      f"fewer MACs, dev {metric} {figures['pruned']['dev'][metric]:.4f} against the base model's "
                      f"{figures['base']['dev'][metric]:.4f}", base_model=metrics["model"],

@@ -10,6 +10,8 @@ Usage::
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, ValidationError, model_validator
 
 from shrink.recipe import Recipe, Section, TrainConfig, validator_message
@@ -71,11 +73,17 @@ class MetaSection(Section):
 
 class PruneSection(Section):
     """What ``prune`` does. ``base_model``: a trained model folder (None: train ``model:`` first);
-    ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run)."""
+    ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run).
+    ``latency_speedup``: a target of measured speed-up on ``latency_runtime`` at ``latency_batch`` instead of
+    MACs; ``fast_widths`` rounds pruned widths to the fastest nearby ones by measured layer latency."""
 
     method: str = "group-l2"
     speedup: float | None = Field(None, gt=1)
     param_ratio: float | None = Field(None, gt=1)
+    latency_speedup: float | None = Field(None, gt=1)
+    latency_batch: int = Field(64, gt=0)
+    latency_runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    fast_widths: bool | None = None
     iterative_steps: int = Field(200, gt=0)
     round_to: int | None = Field(None, gt=1)
     protect: list[str] = Field(default_factory=list)
@@ -91,9 +99,17 @@ class PruneSection(Section):
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneSection:
-        if self.speedup is not None and self.param_ratio is not None:
-            raise ValueError("give one target: speedup (MACs ratio) or param_ratio, not both")
+        if sum(value is not None for value in (self.speedup, self.param_ratio, self.latency_speedup)) > 1:
+            raise ValueError("give one target: speedup (MACs ratio), param_ratio or latency_speedup")
+        if self.round_to is not None and self.uses_fast_widths:
+            raise ValueError("round_to fixes the width multiple, fast_widths measures the fastest widths: "
+                             "give one (a latency target uses fast widths unless fast_widths is false)")
         return self
+
+    @property
+    def uses_fast_widths(self) -> bool:
+        """Whether widths are rounded by measured layer latency (by default with a latency target)."""
+        return self.fast_widths if self.fast_widths is not None else self.latency_speedup is not None
 
     def target(self) -> dict[str, float]:
         """The pruning target as ``prune_model`` keywords (a 2x MACs speed-up when none is given).
@@ -102,6 +118,8 @@ class PruneSection(Section):
         """
         if self.param_ratio is not None:
             return {"param_ratio": self.param_ratio}
+        if self.latency_speedup is not None:
+            return {"latency_speedup": self.latency_speedup}
         return {"speedup": self.speedup or DEFAULT_SPEEDUP}
 
 

@@ -35,6 +35,8 @@ from shrink.train import Batch, Step, TrainResult, forward_logits, supervised_lo
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 GradFn = Callable[[nn.Module], None]
 StepHook = Callable[[nn.Module, dict], None]
+LatencyProgress = Callable[[nn.Module, float], tuple[float, bool]]  # (model, MACs speed-up) -> (reached, measured)
+WidthRounding = Callable[[nn.Module], object]
 
 
 def torch_pruning_macs(model: nn.Module, example_input: torch.Tensor) -> int:
@@ -62,6 +64,7 @@ class PruneResult:
     params: int
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
+    latency_speedup: float | None = None  # the last measured one, with a latency target
 
     @property
     def speedup(self) -> float:
@@ -78,13 +81,14 @@ class PruneResult:
         return {**asdict(self), "speedup": self.speedup, "param_ratio": self.param_ratio}
 
 
-def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
-    """Module paths of the conv/linear layers that run last in forward (the classifier), by forward hooks.
+def hooked_forward(model: nn.Module, example_input: torch.Tensor,
+                   hook: Callable[[str, nn.Module, tuple[torch.Tensor, ...]], None]) -> None:
+    """One eval-mode forward pass that calls ``hook(path, layer, inputs)`` for every conv/linear layer it runs
+    (eval: a forward in train mode would move the BN statistics; the mode is restored after).
 
-    Usage: ``output_layers(build_model("resnet20"), torch.zeros(1, 3, 32, 32)) == ["fc"]``
+    Usage: ``hooked_forward(model, x, lambda path, layer, inputs: print(path, inputs[0].shape))``
     """
-    order: list[str] = []
-    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: order.append(name))
+    hooks = [module.register_forward_hook(lambda mod, inp, out, name=name: hook(name, mod, inp))
              for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
     was_training = model.training
     model.eval()
@@ -93,8 +97,17 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
             model(example_input)
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+        for handle in hooks:
+            handle.remove()
+
+
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Module paths of the conv/linear layers that run last in forward (the classifier), by forward hooks.
+
+    Usage: ``output_layers(build_model("resnet20"), torch.zeros(1, 3, 32, 32)) == ["fc"]``
+    """
+    order: list[str] = []
+    hooked_forward(model, example_input, lambda name, layer, inputs: order.append(name))
     return order[-1:]
 
 
@@ -127,6 +140,9 @@ def prune_model(
     grad_fn: GradFn | None = None,
     base: tuple[int, int] | None = None,
     on_step: StepHook | None = None,
+    latency_speedup: float | None = None,
+    latency_goal: LatencyProgress | None = None,
+    widths: WidthRounding | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place until base/pruned MACs >= ``speedup`` (or params >= ``param_ratio``).
 
@@ -136,11 +152,18 @@ def prune_model(
     be overshot by up to one block). ``grad_fn(model)`` runs a backward pass on some training data;
     criteria that rank by gradients (``taylor``) call it, in eval mode, before each step. ``on_step(model,
     entry)`` sees each step's history entry and may add figures to it (e.g. accuracy).
+    ``latency_speedup``: a measured speed-up target instead; ``latency_goal(model, macs_speedup)`` says how far
+    the loop got, as (speed-up, whether it was measured) (:class:`prune.latency.LatencyGoal`). ``widths(model)``
+    rounds the reached widths in place at the end (:class:`prune.latency.FastWidths`).
     Usage: ``prune_model(model, x, criterion="taylor", speedup=2, grad_fn=lambda m: loss_on(m).backward())``
     """
-    if (speedup is None) == (param_ratio is None):
-        raise UserError("give exactly one pruning target: --speedup (MACs ratio) or --param-ratio")
-    target = speedup if speedup is not None else param_ratio
+    targets = {"--speedup (MACs ratio)": speedup, "--param-ratio": param_ratio, "--latency-speedup": latency_speedup}
+    given = [value for value in targets.values() if value is not None]
+    if len(given) != 1:
+        raise UserError(f"give exactly one pruning target: {', '.join(targets)}")
+    if latency_speedup is not None and latency_goal is None:
+        raise UserError("a --latency-speedup target needs a latency measurement (prune.latency.LatencyGoal)")
+    target = given[0]
     if target <= 1.0:
         raise UserError(f"a pruning target must be above 1.0 (base / pruned), got {target}")
     chosen: Criterion = CRITERIA.get(criterion)
@@ -153,23 +176,44 @@ def prune_model(
     try:
         result = PruneResult(CRITERIA.canonical(criterion), *(base or (count_macs(model, example_input),
                                                                         count_parameters(model))), 0, 0, 0)
-        return _prune_steps(model, example_input, chosen, result, speedup, target, protect, iterative_steps,
-                            round_to, grad_fn, on_step)
+        progress = _progress(speedup, param_ratio, latency_goal)
+        _prune_steps(model, example_input, chosen, result, progress, target, protect, iterative_steps, round_to,
+                     grad_fn, on_step)
+        if widths is not None:
+            widths(model)
+            result.macs, result.params = count_macs(model, example_input), count_parameters(model)
+        return result
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
 
 
+def _progress(speedup: float | None, param_ratio: float | None,
+              latency_goal: LatencyProgress | None) -> Callable[[nn.Module, PruneResult], tuple[float, dict]]:
+    """How far the pruned model is towards the target, and what of it the history records."""
+    if latency_goal is not None:
+        def latency(model: nn.Module, result: PruneResult) -> tuple[float, dict]:
+            reached, measured = latency_goal(model, result.speedup)
+            if measured:
+                result.latency_speedup = reached
+            return reached, {"latency_speedup": reached} if measured else {}
+        return latency
+    if speedup is not None:
+        return lambda model, result: (result.speedup, {})
+    return lambda model, result: (result.param_ratio, {})
+
+
 def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterion, result: PruneResult,
-                 speedup: float | None, target: float, protect: Sequence[str], iterative_steps: int,
-                 round_to: int | None, grad_fn: GradFn | None, on_step: StepHook | None) -> PruneResult:
+                 progress: Callable[[nn.Module, PruneResult], tuple[float, dict]], target: float,
+                 protect: Sequence[str], iterative_steps: int, round_to: int | None, grad_fn: GradFn | None,
+                 on_step: StepHook | None) -> None:
     pruner = tp.pruner.BasePruner(
         model, example_input, importance=chosen.make(), global_pruning=True, pruning_ratio=1.0,
         iterative_steps=iterative_steps, round_to=round_to,
         ignored_layers=protected_modules(model, protect, example_input),
     )
     result.macs, result.params = count_macs(model, example_input), count_parameters(model)
-    reached = result.speedup if speedup is not None else result.param_ratio
+    reached, _ = progress(model, result)
     while reached < target:
         if pruner.current_step >= iterative_steps:
             raise UserError(f"pruning stopped at {reached:.3f}x after {iterative_steps} steps without reaching "
@@ -180,13 +224,12 @@ def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterio
         pruner.step()
         result.macs, result.params = count_macs(model, example_input), count_parameters(model)
         result.steps = pruner.current_step
-        reached = result.speedup if speedup is not None else result.param_ratio
+        reached, measured = progress(model, result)
         entry = {"step": result.steps, "macs": result.macs, "params": result.params, "speedup": result.speedup,
-                 "param_ratio": result.param_ratio}
+                 "param_ratio": result.param_ratio, **measured}
         if on_step is not None:
             on_step(model, entry)
         result.history.append(entry)
-    return result
 
 
 def kd_step(teacher: nn.Module, weight: float, temperature: float) -> Step:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from accelerate.utils import set_seed
@@ -207,14 +207,15 @@ def fit(experiment: Experiment, run: RunDir | None, resume: bool = False, step: 
     return trainer.fit()
 
 
-def model_figures(experiment: Experiment, models: Mapping[str, nn.Module]) -> dict[str, dict[str, Any]]:
-    """Parameters, MACs (batch 1) and latency (batch 1 and 32) of each model on this machine, by name;
+def model_figures(experiment: Experiment, models: Mapping[str, nn.Module],
+                  batch_sizes: Sequence[int] = (1, 32)) -> dict[str, dict[str, Any]]:
+    """Parameters, MACs (batch 1) and latency (per batch size) of each model on this machine, by name;
     the models' latencies are timed in alternating rounds, so they compare.
 
     Usage: ``model_figures(experiment, {"base": base, "pruned": pruned})["pruned"]["latency"]["1"]``
     """
     return measure_models(models, image_shape=experiment.task.image_shape,
-                          seq_len=experiment.recipe.data.max_length, batch_sizes=(1, 32))
+                          seq_len=experiment.recipe.data.max_length, batch_sizes=batch_sizes)
 
 
 def train_and_report(experiment: Experiment, resume: bool, overwrite: bool) -> dict[str, Any]:

@@ -3,15 +3,18 @@ saved metanetwork; resume; recipes; one-line errors."""
 import json
 
 import pytest
+from torch import nn
 
 from prune.cli import main
 from prune.config import PruneRecipe
 from prune.metanet import load_metanet
+from shrink.bench import count_macs
 from shrink.models import load_model
 from shrink.recipe import load_recipe
 
 TINY = ["--model", "resnet20", "--dataset", "synthetic-image:3x8x8", "--max-train-samples", "96",
-        "--max-eval-samples", "32", "--batch-size", "32", "--epochs", "1", "--lr", "0.01", "--no-progress"]
+        "--max-eval-samples", "32", "--batch-size", "32", "--epochs", "1", "--lr", "0.01", "--no-progress",
+        "--latency-runtime", "torch", "--latency-batch", "8"]
 META = ["--data-models", "2", "--meta-epochs", "1", "--set", "prune.meta.hidden=8", "--set", "prune.meta.layers=1"]
 
 
@@ -19,7 +22,7 @@ META = ["--data-models", "2", "--meta-epochs", "1", "--set", "prune.meta.hidden=
 def metanet_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune") / "run"
     main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--kd-weight", "0.5", "--export-onnx",
-                        "--out", str(out)])
+                        "--latency-runtime", "onnxruntime", "--out", str(out)])
     return out
 
 
@@ -30,7 +33,9 @@ def test_metanet_pipeline_writes_a_complete_run(metanet_run):
     assert metrics["pruned"]["macs_torch_pruning"] > metrics["pruned"]["macs"]  # + BatchNorm, ReLU, pooling
     assert metrics["speedup_torch_pruning"] == pytest.approx(metrics["speedup"], rel=0.1)
     assert metrics["pruned"]["macs"] < metrics["base"]["macs"] and metrics["pruned"]["params"] < metrics["base"]["params"]
-    assert 0.0 <= metrics["pruned"]["dev"]["accuracy"] <= 1.0 and set(metrics["latency_speedup"]) == {"1", "32"}
+    assert 0.0 <= metrics["pruned"]["dev"]["accuracy"] <= 1.0 and set(metrics["latency_speedup"]) == {"1", "8"}
+    assert metrics["latency_runtime"] == "onnxruntime" and metrics["pruned"]["runtime"] == "onnxruntime"
+    assert "| MACs speed-up | latency speed-up b1 | latency speed-up b8 |" in (metanet_run / "report.md").read_text()
     assert metrics["onnx"]["argmax_agreement"] == 1.0
     for name in ("base", "light", "transformed", "model", "metanet", "collection/data-model-1", "model.onnx",
                  "accuracy_vs_speedup.png", "report.md", "recipe.yaml"):
@@ -44,7 +49,7 @@ def test_metanet_pipeline_writes_a_complete_run(metanet_run):
 def test_resume_reuses_every_finished_stage(metanet_run, capsys):
     (metanet_run / "metrics.json").unlink()
     main(TINY + META + ["--method", "metanet", "--speedup", "1.5", "--kd-weight", "0.5", "--export-onnx",
-                        "--out", str(metanet_run), "--resume"])  # the same settings: resume refuses changes
+                        "--latency-runtime", "onnxruntime", "--out", str(metanet_run), "--resume"])  # the same settings: resume refuses changes
     out = capsys.readouterr().out
     for stage in ("base", "light", "transformed", "model"):
         assert f"{stage}: reusing the saved model" in out or f"{stage}: reusing the saved pruned model" in out
@@ -95,6 +100,9 @@ def test_shipped_recipes_validate(name):
     (["--set", "prune.finetune.milestones=[2]"], "prune.finetune: milestones are only used by schedule 'multistep'"),
     (["--model", "vit-micro", "--method", "metanet"], "are supported"),
     (["--method", "metanet", "--collection", "no-such-folder"], "holds 0 saved model folder(s)"),
+    (["--latency-speedup", "2", "--param-ratio", "2"], "give one target"),
+    (["--latency-speedup", "2", "--round-to", "8"], "round_to fixes the width multiple"),
+    (["--latency-runtime", "tensorrt"], "latency_runtime"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
@@ -103,6 +111,28 @@ def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_latency_target_prunes_until_the_measured_speedup_with_fast_widths(metanet_run, tmp_path, monkeypatch):
+    import prune.cli
+    import prune.latency
+    from test_prune_latency import StubTable
+
+    class MacsMeter:  # timing is the benchmark's business: here a 'measurement' of MACs ratio ** 0.7
+        def __init__(self, base, make_batch, batch, runtime):
+            self.base_macs, self.make_batch = count_macs(base, make_batch(1)), make_batch
+
+        def __call__(self, model):
+            return (self.base_macs / count_macs(model, self.make_batch(1))) ** 0.7
+
+    monkeypatch.setattr(prune.cli, "MeasuredSpeedup", MacsMeter)
+    monkeypatch.setattr(prune.latency, "LatencyTable", lambda batch: StubTable())
+    main(TINY + ["--base-model", str(metanet_run / "base"), "--latency-speedup", "1.4", "--out", str(tmp_path / "r")])
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["target"] == {"latency_speedup": 1.4} and metrics["prune"]["latency_speedup"] >= 1.4
+    assert metrics["speedup"] > 1.4 and "latency_speedup" in metrics["prune"]["history"][-1]
+    widths = [m.out_channels for m in load_model(tmp_path / "r" / "model").modules() if isinstance(m, nn.Conv2d)]
+    assert sum(width % 4 == 0 for width in widths) > len(widths) / 2  # the stub table's fast widths
 
 
 def test_an_interrupted_finetune_resumes_from_its_own_checkpoint(tmp_path, capsys, monkeypatch):
