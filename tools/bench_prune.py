@@ -25,6 +25,11 @@ kept epoch, which is how far meta-training made the networks easy to prune.
 ``--round-to N`` prunes every width to a multiple of N (rows named "... rN"; the metanet row reuses the
 metanetwork meta-trained by the run without it, when there is one).
 
+``--latency-speedup T`` adds a group-l2 row pruned until its measured ONNX Runtime speed-up at batch 64
+reaches T (``prune --latency-speedup``, with fast widths), and a group-l2 row pruned by MACs to the MACs
+speed-up that row reached: the latency target must not cost accuracy against plain MACs pruning at equal
+MACs. Goal: measured speed-up >= 1.9x at batch 64 for T = 2.
+
 A last, latency-only row thins the dense model uniformly (the same channel fraction everywhere) to the
 target: what the runtime makes of fewer MACs alone. Each pruned model and the dense one are exported to
 ONNX and timed with ONNX Runtime at batch 1 and 64
@@ -38,6 +43,7 @@ Usage::
     python tools/bench_prune.py --out runs/bench-prune                     # both parts, ResNet-20 on Fashion-MNIST
     python tools/bench_prune.py --out runs/bench-prune --only cost
     python tools/bench_prune.py --out runs/bench-prune --only accuracy --round-to 8   # after the first
+    python tools/bench_prune.py --out runs/bench-prune --only accuracy --methods group-l2 --latency-speedup 2
     python tools/bench_prune.py --out runs/bench-prune --model resnet56 --base-epochs 30 --finetune-epochs 20
     python tools/bench_prune.py --out runs/bench-prune-short --only accuracy --methods group-l2 --seeds 7 \
         --optimizer adamw --lr 2e-3 --finetune-lr 1e-3 --base-epochs 3 --finetune-epochs 3 --light-epochs 0 \
@@ -76,6 +82,7 @@ from shrink.runs import RunDir, atomic_write_json
 REFERENCE_COST = {"forward_s": 33.0, "forward_backward_s": 71.0, "step_s": 102.0, "step_peak_gb": 6.0}
 LATENCY_BATCHES = (1, 64)
 UNIFORM = "uniform widths (latency only)"
+MACS_MATCHED = "group-l2 at the latency row's MACs"
 
 
 # --------------------------------------------------------------------------------------------- cost
@@ -177,7 +184,24 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         metanet["metanet"] = str(first_seed_metanet)  # reuse the unrounded run's metanetwork
     runs = {"metanet": metanet, "group-l2": {**matched, "method": "group-l2"}, "random": {**matched, "method": "random"}}
     suffix = f" r{args.round_to}" if args.round_to else ""
-    return {name + suffix: section for name, section in runs.items() if name in args.methods}
+    chosen = {name + suffix: section for name, section in runs.items() if name in args.methods}
+    if args.latency_speedup:
+        chosen[latency_row(args)] = {**matched, "method": "group-l2", "speedup": None, "round_to": None,
+                                     "latency_speedup": args.latency_speedup, "latency_batch": LATENCY_BATCHES[-1]}
+    return chosen
+
+
+def latency_row(args: argparse.Namespace) -> str:
+    """The name of the row pruned to a measured ONNX Runtime speed-up (group-l2, fast widths)."""
+    return f"group-l2 latency {args.latency_speedup}x"
+
+
+def macs_matched_section(args: argparse.Namespace, latency_metrics: dict[str, Any]) -> dict[str, Any]:
+    """group-l2 pruned to the MACs speed-up the latency-target row reached, with no width rounding: the
+    accuracy the latency row must match at the same MACs."""
+    section = method_runs(argparse.Namespace(**{**vars(args), "latency_speedup": None, "round_to": None,
+                                                "methods": ["group-l2"]}))["group-l2"]
+    return {**section, "speedup": round(latency_metrics["speedup"], 4)}
 
 
 def post_dense_epochs(section: dict[str, Any]) -> float:
@@ -254,6 +278,11 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     sections = method_runs(args)
     runs = {(name, seed): run_method(args, out, dense, name, section, seed)
             for seed in args.seeds for name, section in sections.items()}
+    if args.latency_speedup:  # the same MACs as the latency row reached, by MACs target
+        first = json.loads((runs[latency_row(args), args.seeds[0]] / "metrics.json").read_text())
+        sections[MACS_MATCHED] = macs_matched_section(args, first)
+        runs.update({(MACS_MATCHED, seed): run_method(args, out, dense, MACS_MATCHED, sections[MACS_MATCHED], seed)
+                     for seed in args.seeds})
     results = {key: json.loads((folder / "metrics.json").read_text()) for key, folder in runs.items()}
     dense_onnx = out / "dense-onnx" / "model.onnx"
     if not dense_onnx.exists():
@@ -329,6 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="regulariser weight (the spec's 10); if reg_to_ce_grad in metatrain.json shows it "
                              "dwarfing the task loss (~50x on briefly AdamW-trained networks), lower it")
     parser.add_argument("--latency-rounds", type=int, default=5)
+    parser.add_argument("--latency-speedup", type=float, default=None,
+                        help="add a group-l2 row pruned to this measured ONNX Runtime speed-up at batch 64 (fast "
+                             "widths), and a group-l2 row pruned by MACs to the MACs it reached")
     parser.add_argument("--seed", type=int, default=7, help="seed of the dense model and the collection")
     parser.add_argument("--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[7, 8],
                         help="finetuning seeds of every method (mean ± std in the table)")
