@@ -38,6 +38,7 @@ from prune.metatrain import (example_input, given_collection, light_prune, recal
                              train_metanet)
 from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
                           torch_pruning_macs)
+from prune.transformers import pruning_start
 from shrink.bench import count_macs, count_parameters, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
@@ -68,6 +69,10 @@ PRUNE_FLAGS: FlagTable = {
     "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
     "finetune_lr": ("prune.finetune.lr", float, "finetuning learning rate after pruning"),
     "kd_weight": ("prune.kd_weight", float, "weight of KD from the unpruned model while finetuning (0: none)"),
+    "kd_hidden_weight": ("prune.kd_hidden_weight", float, "with --finetune-kd: weight of the hidden-state MSE of "
+                         "every transformer block against the unpruned model's"),
+    "head_pace": ("prune.head_pace", float, "transformers: heads go at this fraction of the FFN neurons' pace "
+                  "(0: keep every head; default 1)"),
     "data_models": ("prune.meta.data_models", int, "networks trained for meta-training (last held out)"),
     "collection": ("prune.meta.collection", str, "a folder of trained model folders to meta-train on instead"),
     "meta_epochs": ("prune.meta.epochs", int, "meta-training epochs"),
@@ -89,6 +94,9 @@ def build_parser(metatrain: bool = False) -> argparse.ArgumentParser:
     add_flag_table(parser, PRUNE_FLAGS, "pruning")
     flag_group(parser, "pruning").add_argument("--export-onnx", action="store_true",
                                                 help="also export the pruned model to RUN/model.onnx")
+    flag_group(parser, "pruning").add_argument(
+        "--finetune-kd", action="store_true", help="recover by distillation from the unpruned model: logit KD "
+        "(--kd-weight, 1 when unset) and, for transformers, hidden-state MSE of every block [prune.finetune_kd]")
     add_training_flags(parser)
     return parser
 
@@ -104,6 +112,8 @@ def recipe_from_args(args: argparse.Namespace) -> PruneRecipe:
         overrides["prune.protect"] = [name.strip() for name in args.protect.split(",") if name.strip()]
     if args.export_onnx:
         overrides["prune.export_onnx"] = True
+    if args.finetune_kd:
+        overrides["prune.finetune_kd"] = True
     return load_recipe(args.recipe, PruneRecipe, overrides)
 
 
@@ -188,18 +198,20 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     """Prune a copy of ``start`` to the target (relative to the base) and finetune it (checkpointed into
     ``checkpoints`` when given); the pruning record."""
     section = recipe.prune
-    pruned = copy.deepcopy(start)
+    pruned, pruner = pruning_start(start, section.head_pace)  # transformers: heads and FFN neurons
     target = section.target()
     needs_grad = CRITERIA.get(section.method).needs_grad
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
         iterative_steps=section.iterative_steps, round_to=section.round_to,
-        grad_fn=gradient_fn(experiment) if needs_grad else None,
+        grad_fn=gradient_fn(experiment) if needs_grad else None, pruner=pruner,
         base=base_counts, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
+    kd_weight, hidden_weight = section.distillation()
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
-                       kd_weight=section.kd_weight, temperature=section.kd_temperature, checkpoints=checkpoints)
+                       kd_weight=kd_weight, temperature=section.kd_temperature, hidden_weight=hidden_weight,
+                       checkpoints=checkpoints)
     return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
 
 

@@ -71,7 +71,10 @@ class MetaSection(Section):
 
 class PruneSection(Section):
     """What ``prune`` does. ``base_model``: a trained model folder (None: train ``model:`` first);
-    ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run)."""
+    ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run).
+    ``finetune_kd``: recover by distillation from the unpruned model (logit KD at ``kd_weight``, 1 when unset,
+    plus, for transformers, ``kd_hidden_weight`` times the hidden-state MSE of every block); ``head_pace``:
+    transformers lose heads at this fraction of the pace at which they lose FFN neurons (0 keeps every head)."""
 
     method: str = "group-l2"
     speedup: float | None = Field(None, gt=1)
@@ -85,6 +88,9 @@ class PruneSection(Section):
     finetune: Phase = Field(default_factory=Phase)
     kd_weight: float = Field(0.0, ge=0, le=1)
     kd_temperature: float = Field(4.0, gt=0)
+    finetune_kd: bool = False
+    kd_hidden_weight: float = Field(1.0, ge=0)
+    head_pace: float = Field(1.0, ge=0, le=1)
     curve_points: int = Field(8, ge=0)
     export_onnx: bool = False
     meta: MetaSection = Field(default_factory=MetaSection)
@@ -94,6 +100,15 @@ class PruneSection(Section):
         if self.speedup is not None and self.param_ratio is not None:
             raise ValueError("give one target: speedup (MACs ratio) or param_ratio, not both")
         return self
+
+    def distillation(self) -> tuple[float, float]:
+        """(logit KD weight, hidden-state MSE weight) of the finetuning after pruning.
+
+        Usage: ``kd_weight, hidden_weight = recipe.prune.distillation()``
+        """
+        if self.finetune_kd:
+            return self.kd_weight or 1.0, self.kd_hidden_weight
+        return self.kd_weight, 0.0
 
     def target(self) -> dict[str, float]:
         """The pruning target as ``prune_model`` keywords (a 2x MACs speed-up when none is given).
