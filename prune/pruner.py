@@ -50,15 +50,21 @@ def global_pruner(model: nn.Module, example_input: Inputs, **options: Any) -> tp
     return tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0, **options)
 
 
+def on_device(inputs: Inputs, model: nn.Module) -> Inputs:
+    """``inputs`` (a tensor or keyword tensors) moved to the model's device. Usage: ``on_device(batch, model)``."""
+    device = device_of(model)
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    return {name: value.to(device) for name, value in inputs.items()}
+
+
 def run_forward(model: nn.Module, inputs: Inputs) -> Any:
     """``model(inputs)`` for a tensor, ``model(**inputs)`` for keyword inputs, on the model's device.
 
     Usage: ``run_forward(bert, {"input_ids": ids})``
     """
-    device = device_of(model)
-    if isinstance(inputs, torch.Tensor):
-        return model(inputs.to(device))
-    return model(**{name: value.to(device) for name, value in inputs.items()})
+    inputs = on_device(inputs, model)
+    return model(inputs) if isinstance(inputs, torch.Tensor) else model(**inputs)
 
 
 def torch_pruning_macs(model: nn.Module, example_input: Inputs) -> int:
@@ -70,11 +76,7 @@ def torch_pruning_macs(model: nn.Module, example_input: Inputs) -> int:
     model.eval()  # the counter runs a forward: in train mode it would move the BN statistics
     try:
         with torch.no_grad():
-            if isinstance(example_input, torch.Tensor):
-                example_input = example_input.to(device_of(model))
-            else:
-                example_input = {name: value.to(device_of(model)) for name, value in example_input.items()}
-            return int(tp.utils.count_ops_and_params(model, example_input)[0])
+            return int(tp.utils.count_ops_and_params(model, on_device(example_input, model))[0])
     finally:
         model.train(was_training)
 

@@ -36,6 +36,7 @@ from shrink.errors import UserError
 from shrink.models.heads import encoder_layers, pruned_heads
 from shrink.models.vit import VisionTransformer
 
+
 @dataclass
 class Block:
     """One transformer block as pruning sees it: where its heads and FFN neurons are, and its path (for KD taps)."""
@@ -108,7 +109,7 @@ def logits_of(output: Any) -> torch.Tensor:
 class TransformerPruner:
     """A Torch-Pruning stepper for transformers with ``step()`` and ``current_step``, as ``prune_model`` drives.
 
-    Step ``k`` of ``iterative_steps`` takes every unprotected block to FFN width ``F0 * (1 - k / steps)``
+    Step ``k`` of ``iterative_steps`` takes every block to FFN width ``F0 * (1 - k / steps)``
     (a multiple of ``round_to`` when given; at least one block of it) and to the fewest allowed heads not
     below ``H0 * (1 - head_pace * k / steps)`` (at least one). ``head_pace`` 0 keeps every head.
     Usage: ``TransformerPruner(model, inputs, importance, iterative_steps=100).step()``
@@ -121,10 +122,10 @@ class TransformerPruner:
         if not blocks:
             raise UserError(f"{type(model).__name__} has no transformer blocks to prune heads or FFN neurons in")
         protected = {id(module) for layer in ignored_layers for module in layer.modules()}
-        self.blocks = [block for block in blocks
-                       if not any(id(m) in protected for m in (block.attention, block.head_root, block.ffn_root))]
-        if not self.blocks:
-            raise UserError("every transformer block is protected: nothing is left to prune")
+        if any(id(m) in protected for b in blocks for m in (b.attention, b.head_root, b.ffn_root)):
+            raise UserError("transformer blocks are pruned alike (the saved config states one head count and FFN "
+                            "width), so none of their layers can be protected; drop those --protect paths")
+        self.blocks = blocks
         self.model, self.importance, self.head_pace = model, importance, head_pace
         self.iterative_steps, self.round_to, self.current_step = iterative_steps, round_to or 1, 0
         self.hidden = self.blocks[0].head_root.out_features
@@ -214,6 +215,9 @@ def pruning_start(model: nn.Module, head_pace: float = 1.0) -> tuple[nn.Module, 
     """
     from prune.pruner import global_pruner
 
+    if hasattr(model, "config") and not is_transformer(model):
+        raise UserError(f"prune reads BERT-layout Hugging Face encoders (BERT, MiniLM, TinyBERT, RoBERTa, ELECTRA); "
+                        f"{type(model).__name__} has another layout")
     return copy.deepcopy(model), TransformerPruner.factory(head_pace) if is_transformer(model) else global_pruner
 
 
