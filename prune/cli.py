@@ -28,10 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from prune.config import PruneRecipe
+from prune.config import PruneRecipe, PruneSection
 from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.latency import FastWidths, LatencyGoal, MeasuredSpeedup, runnable
@@ -40,11 +41,12 @@ from prune.metatrain import (example_input, given_collection, light_prune, recal
                              train_metanet)
 from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
                           torch_pruning_macs)
+from prune.transformers import is_transformer, pruning_start
 from shrink.bench import compare_latency, count_macs, count_parameters, example_inputs, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
                             table_overrides)
-from shrink.errors import cli_entry
+from shrink.errors import UserError, cli_entry
 from shrink.experiment import Experiment, model_figures, open_run, prepare_experiment
 from shrink.models import load_model, save_model
 from shrink.onnx_runtime import OnnxModel
@@ -76,6 +78,10 @@ PRUNE_FLAGS: FlagTable = {
     "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
     "finetune_lr": ("prune.finetune.lr", float, "finetuning learning rate after pruning"),
     "kd_weight": ("prune.kd_weight", float, "weight of KD from the unpruned model while finetuning (0: none)"),
+    "kd_hidden_weight": ("prune.kd_hidden_weight", float, "with --finetune-kd: weight of the hidden-state MSE of "
+                         "every transformer block against the unpruned model's"),
+    "head_pace": ("prune.head_pace", float, "transformers: heads go at this fraction of the FFN neurons' pace "
+                  "(0: keep every head; default 1)"),
     "data_models": ("prune.meta.data_models", int, "networks trained for meta-training (last held out)"),
     "collection": ("prune.meta.collection", str, "a folder of trained model folders to meta-train on instead"),
     "meta_epochs": ("prune.meta.epochs", int, "meta-training epochs"),
@@ -100,6 +106,9 @@ def build_parser(metatrain: bool = False) -> argparse.ArgumentParser:
                        help="round pruned widths down to the fastest nearby widths by measured layer latency "
                             "(cached per machine; default: on with --latency-speedup) [prune.fast_widths]")
     group.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
+    group.add_argument("--finetune-kd", action="store_true", help="recover by distillation from the unpruned "
+                       "model: logit KD (--kd-weight, 1 when unset) and, for transformers, hidden-state MSE of every "
+                       "block [prune.finetune_kd]")
     add_training_flags(parser)
     return parser
 
@@ -117,6 +126,8 @@ def recipe_from_args(args: argparse.Namespace) -> PruneRecipe:
         overrides["prune.export_onnx"] = True
     if args.fast_widths is not None:
         overrides["prune.fast_widths"] = args.fast_widths
+    if args.finetune_kd:
+        overrides["prune.finetune_kd"] = True
     return load_recipe(args.recipe, PruneRecipe, overrides)
 
 
@@ -195,17 +206,26 @@ def curve_hook(experiment: Experiment, target: float, points: int) -> Callable[[
     return hook
 
 
+def fast_widths(section: PruneSection, model: nn.Module) -> bool:
+    """Whether pruned widths are rounded by measured layer latency: conv/linear channel groups only (a
+    transformer loses whole heads and FFN neurons in every block alike); UserError when asked for one."""
+    if section.fast_widths and is_transformer(model):
+        raise UserError("--fast-widths rounds the channel groups of CNNs; transformers lose whole heads and FFN "
+                        "neurons in every block alike: leave --fast-widths out")
+    return section.uses_fast_widths and not is_transformer(model)
+
+
 def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Module, base: nn.Module,
                        base_counts: tuple[int, int], checkpoints: Path | None = None
                        ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``start`` to the target (relative to the base) and finetune it (checkpointed into
     ``checkpoints`` when given); the pruning record."""
     section = recipe.prune
-    pruned = copy.deepcopy(start)
+    pruned, pruner = pruning_start(start, section.head_pace)  # transformers: heads and FFN neurons
     target = section.target()
     grads = gradient_fn(experiment) if CRITERIA.get(section.method).needs_grad else None
     widths = FastWidths(example_input(experiment), section.method, batch=section.latency_batch,
-                        protect=section.protect, grad_fn=grads) if section.uses_fast_widths else None
+                        protect=section.protect, grad_fn=grads) if fast_widths(section, start) else None
     goal = None
     if section.latency_speedup is not None:
         meter = MeasuredSpeedup(base, batch_maker(recipe, experiment, base), section.latency_batch,
@@ -213,13 +233,15 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
         goal = LatencyGoal(meter, section.latency_speedup, widths=widths)
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts,
+        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts, pruner=pruner,
         on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points), latency_goal=goal,
         widths=widths,
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
+    kd_weight, hidden_weight = section.distillation()
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
-                       kd_weight=section.kd_weight, temperature=section.kd_temperature, checkpoints=checkpoints)
+                       kd_weight=kd_weight, temperature=section.kd_temperature, hidden_weight=hidden_weight,
+                       checkpoints=checkpoints)
     return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
 
 
@@ -276,7 +298,7 @@ def measured(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: d
         for role, model in models.items():
             make_batch = batch_maker(recipe, experiment, model)
             exported = run / "model.onnx"
-            runners[role] = (OnnxModel(exported) if role == "pruned" and exported.is_file()
+            runners[role] = (OnnxModel(exported, torch.get_num_threads()) if role == "pruned" and exported.is_file()
                              else runnable(model, "onnxruntime", Path(folder) / role, make_batch), make_batch)
         latency = compare_latency(runners, sizes)
     for role in models:
@@ -345,8 +367,9 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
     """
     uses_metanet = only_metanet or CRITERIA.get(recipe.prune.method).uses_metanet
     experiment = prepare_experiment(recipe, model_name=recipe.prune.base_model)
-    # a --protect layer the model lacks is refused now, not after the base model has trained
+    # a --protect layer the model lacks, or fast widths for a transformer, are refused now, not after training
     protected_modules(experiment.model, recipe.prune.protect, example_input(experiment))
+    fast_widths(recipe.prune, experiment.model)
     if uses_metanet:  # refuse a network the graph cannot read, or a bad metanetwork folder, before any work
         network_to_graph(experiment.model, example_input(experiment))
         if recipe.prune.metanet:

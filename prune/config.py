@@ -75,7 +75,11 @@ class PruneSection(Section):
     """What ``prune`` does. ``base_model``: a trained model folder (None: train ``model:`` first);
     ``metanet``: a saved metanetwork (None with method ``metanet``: meta-train one in the run).
     ``latency_speedup``: a target of measured speed-up on ``latency_runtime`` at ``latency_batch`` instead of
-    MACs; ``fast_widths`` rounds pruned widths to the fastest nearby ones by measured layer latency."""
+    MACs; ``fast_widths`` rounds pruned widths to the fastest nearby ones by measured layer latency.
+
+    ``finetune_kd``: recover by distillation from the unpruned model (logit KD at ``kd_weight``, 1 when unset,
+    plus, for transformers, ``kd_hidden_weight`` times the hidden-state MSE of every block); ``head_pace``:
+    transformers lose heads at this fraction of the pace at which they lose FFN neurons (0 keeps every head)."""
 
     method: str = "group-l2"
     speedup: float | None = Field(None, gt=1)
@@ -93,6 +97,9 @@ class PruneSection(Section):
     finetune: Phase = Field(default_factory=Phase)
     kd_weight: float = Field(0.0, ge=0, le=1)
     kd_temperature: float = Field(4.0, gt=0)
+    finetune_kd: bool = False
+    kd_hidden_weight: float = Field(1.0, ge=0)
+    head_pace: float = Field(1.0, ge=0, le=1)
     curve_points: int = Field(8, ge=0)
     export_onnx: bool = False
     meta: MetaSection = Field(default_factory=MetaSection)
@@ -110,6 +117,15 @@ class PruneSection(Section):
     def uses_fast_widths(self) -> bool:
         """Whether widths are rounded by measured layer latency (by default with a latency target)."""
         return self.fast_widths if self.fast_widths is not None else self.latency_speedup is not None
+
+    def distillation(self) -> tuple[float, float]:
+        """(logit KD weight, hidden-state MSE weight) of the finetuning after pruning.
+
+        Usage: ``kd_weight, hidden_weight = recipe.prune.distillation()``
+        """
+        if self.finetune_kd:
+            return self.kd_weight or 1.0, self.kd_hidden_weight
+        return self.kd_weight, 0.0
 
     def target(self) -> dict[str, float]:
         """The pruning target as ``prune_model`` keywords (a 2x MACs speed-up when none is given).

@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,7 @@ class MeasuredSpeedup:
     """
 
     def __init__(self, base: nn.Module, make_batch: Callable[[int], Inputs], batch: int = 64,
-                 runtime: str = "onnxruntime", min_time_s: float = 0.6) -> None:
+                 runtime: str = "onnxruntime", min_time_s: float = 1.0) -> None:
         self.make_batch, self.batch, self.runtime, self.min_time_s = make_batch, batch, runtime, min_time_s
         self.folder = tempfile.TemporaryDirectory(prefix="shrink-latency-")
         self.base = runnable(base, runtime, Path(self.folder.name) / "base", make_batch)
@@ -109,11 +110,12 @@ class MeasuredSpeedup:
 
 class LatencyGoal:
     """The pruning loop's progress towards a measured speed-up ``target``: ``goal(model, macs_speedup)``
-    returns the speed-up reached (measured, or predicted below the target) and whether it was measured.
+    returns the speed-up reached (from measurements, or predicted below the target) and whether it measured.
 
-    The prediction assumes latency speed-up = MACs speed-up ** k, with k from the last measurement (1 before
-    any). It measures when the prediction is within ``margin`` of the target's gain or the MACs speed-up
-    grew by ``probe`` since the last measurement. ``widths`` (e.g. :class:`FastWidths`) is applied to a copy
+    The model is: latency speed-up = MACs speed-up ** k, k the median over the last three measurements (1
+    before any), so the figure that ends the loop rests on three timings, not one. It measures when the
+    prediction is within ``margin`` of the target's gain or the MACs speed-up grew by ``probe`` since the last
+    measurement. ``widths`` (e.g. :class:`FastWidths`) is applied to a copy
     before measuring, so what is measured is what the loop's caller will get after applying it too.
     Usage: ``LatencyGoal(MeasuredSpeedup(base, make_batch), 2.0)(model, 2.3)  # (1.71, True)``
     """
@@ -125,12 +127,11 @@ class LatencyGoal:
         self.measured: list[tuple[float, float]] = []  # (MACs speed-up, measured speed-up)
 
     def predict(self, macs_speedup: float) -> float:
-        """The latency speed-up expected at ``macs_speedup`` from the last measurement."""
-        if not self.measured or self.measured[-1][0] <= 1.0:
-            return macs_speedup
-        macs, measured = self.measured[-1]
-        exponent = math.log(max(measured, 1e-6)) / math.log(macs)
-        return macs_speedup ** exponent
+        """The latency speed-up expected at ``macs_speedup``: MACs speed-up ** k, k the median over the last
+        three measurements (one noisy timing on a shared machine neither stops nor prolongs the loop)."""
+        exponents = [math.log(max(latency, 1e-6)) / math.log(macs) for macs, latency in self.measured[-3:]
+                     if macs > 1.0]
+        return macs_speedup ** statistics.median(exponents) if exponents else macs_speedup
 
     def __call__(self, model: nn.Module, macs_speedup: float) -> tuple[float, bool]:
         predicted = self.predict(macs_speedup)
@@ -142,9 +143,8 @@ class LatencyGoal:
         if self.widths is not None:
             candidate = copy.deepcopy(model)
             self.widths(candidate)
-        speedup = self.meter(candidate)
-        self.measured.append((macs_speedup, speedup))
-        return speedup, True
+        self.measured.append((macs_speedup, self.meter(candidate)))
+        return self.predict(macs_speedup), True
 
 
 # ------------------------------------------------------------------------------------ the lookup table

@@ -43,7 +43,7 @@ from prune.graph import NetworkGraph, graph_params, network_to_graph
 from prune.metacheckpoint import MetaState, load_meta_checkpoint, remove_meta_checkpoint, save_meta_checkpoint
 from prune.metanet import MetaNetwork, apply_metanet, save_metanet
 from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, protected_modules, prune_model
-from shrink.bench import DEFAULT_IMAGE_SHAPE
+from shrink.bench import DEFAULT_IMAGE_SHAPE, example_inputs
 from shrink.errors import UserError
 from shrink.experiment import Experiment, holdout_split, load_task, prepare_experiment
 from shrink.models import load_model, save_model
@@ -374,8 +374,13 @@ def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe, c
     return model
 
 
-def example_input(experiment: Experiment) -> torch.Tensor:
-    """One zero image of the task's shape, for tracing. Usage: ``example_input(experiment).shape``."""
+def example_input(experiment: Experiment) -> torch.Tensor | dict[str, torch.Tensor]:
+    """One example for tracing: a zero image of the task's shape, or (text) seeded token ids of the recipe's length.
+
+    Usage: ``example_input(experiment).shape``
+    """
+    if experiment.task.modality == "text":
+        return example_inputs(experiment.model, 1, seq_len=experiment.recipe.data.max_length)
     return torch.zeros(1, *(experiment.task.image_shape or DEFAULT_IMAGE_SHAPE))
 
 

@@ -18,13 +18,14 @@ import difflib
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from prune.importance import CRITERIA, Criterion
+from prune.transformers import block_paths, is_transformer
 from shrink.bench import count_macs, count_parameters, device_of, zero_image
 from shrink.errors import UserError
 from shrink.experiment import Experiment, fit
@@ -37,9 +38,38 @@ GradFn = Callable[[nn.Module], None]
 StepHook = Callable[[nn.Module, dict], None]
 LatencyProgress = Callable[[nn.Module, float], tuple[float, bool]]  # (model, MACs speed-up) -> (reached, measured)
 WidthRounding = Callable[[nn.Module], object]
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]  # an image batch, or keyword inputs (token ids) of a HF model
+# (model, example inputs, importance=, iterative_steps=, round_to=, ignored_layers=) -> a stepper with step()
+# and current_step, as Torch-Pruning's pruners are; prune.transformers.TransformerPruner is the other one.
+PrunerFactory = Callable[..., Any]
 
 
-def torch_pruning_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+def global_pruner(model: nn.Module, example_input: Inputs, **options: Any) -> tp.pruner.BasePruner:
+    """Torch-Pruning's pruner ranking every channel group globally (the CNN path of :func:`prune_model`).
+
+    Usage: ``global_pruner(model, x, importance=imp, iterative_steps=200, round_to=None, ignored_layers=[])``
+    """
+    return tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0, **options)
+
+
+def on_device(inputs: Inputs, model: nn.Module) -> Inputs:
+    """``inputs`` (a tensor or keyword tensors) moved to the model's device. Usage: ``on_device(batch, model)``."""
+    device = device_of(model)
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    return {name: value.to(device) for name, value in inputs.items()}
+
+
+def run_forward(model: nn.Module, inputs: Inputs) -> Any:
+    """``model(inputs)`` for a tensor, ``model(**inputs)`` for keyword inputs, on the model's device.
+
+    Usage: ``run_forward(bert, {"input_ids": ids})``
+    """
+    inputs = on_device(inputs, model)
+    return model(inputs) if isinstance(inputs, torch.Tensor) else model(**inputs)
+
+
+def torch_pruning_macs(model: nn.Module, example_input: Inputs) -> int:
     """MACs as Torch-Pruning counts them, the figure pruning papers quote: convs and linears as
     :func:`shrink.bench.count_macs` counts them, plus BatchNorm, ReLU and pooling (ResNet-56: 127.37M against
     125.75M). Usage: ``torch_pruning_macs(resnet56, torch.zeros(1, 3, 32, 32))``
@@ -48,7 +78,7 @@ def torch_pruning_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     model.eval()  # the counter runs a forward: in train mode it would move the BN statistics
     try:
         with torch.no_grad():
-            return int(tp.utils.count_ops_and_params(model, example_input.to(device_of(model)))[0])
+            return int(tp.utils.count_ops_and_params(model, on_device(example_input, model))[0])
     finally:
         model.train(was_training)
 
@@ -81,7 +111,7 @@ class PruneResult:
         return {**asdict(self), "speedup": self.speedup, "param_ratio": self.param_ratio}
 
 
-def hooked_forward(model: nn.Module, example_input: torch.Tensor,
+def hooked_forward(model: nn.Module, example_input: Inputs,
                    hook: Callable[[str, nn.Module, tuple[torch.Tensor, ...]], None]) -> None:
     """One eval-mode forward pass that calls ``hook(path, layer, inputs)`` for every conv/linear layer it runs
     (eval: a forward in train mode would move the BN statistics; the mode is restored after).
@@ -94,14 +124,14 @@ def hooked_forward(model: nn.Module, example_input: torch.Tensor,
     model.eval()
     try:
         with torch.no_grad():
-            model(example_input)
+            run_forward(model, example_input)
     finally:
         model.train(was_training)
         for handle in hooks:
             handle.remove()
 
 
-def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+def output_layers(model: nn.Module, example_input: Inputs) -> list[str]:
     """Module paths of the conv/linear layers that run last in forward (the classifier), by forward hooks.
 
     Usage: ``output_layers(build_model("resnet20"), torch.zeros(1, 3, 32, 32)) == ["fc"]``
@@ -111,7 +141,7 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     return order[-1:]
 
 
-def protected_modules(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> list[nn.Module]:
+def protected_modules(model: nn.Module, names: Sequence[str], example_input: Inputs) -> list[nn.Module]:
     """The classifier plus the named layers, as modules; UserError for a path that is not in the model.
 
     Usage: ``protected_modules(model, ["layer1.0.conv1"], torch.zeros(1, 3, 32, 32))``
@@ -129,7 +159,7 @@ def protected_modules(model: nn.Module, names: Sequence[str], example_input: tor
 
 def prune_model(
     model: nn.Module,
-    example_input: torch.Tensor | None = None,
+    example_input: Inputs | None = None,
     *,
     criterion: str = "group-l2",
     speedup: float | None = None,
@@ -143,6 +173,7 @@ def prune_model(
     latency_speedup: float | None = None,
     latency_goal: LatencyProgress | None = None,
     widths: WidthRounding | None = None,
+    pruner: PrunerFactory = global_pruner,
 ) -> PruneResult:
     """Prune ``model`` in place until base/pruned MACs >= ``speedup`` (or params >= ``param_ratio``).
 
@@ -151,7 +182,9 @@ def prune_model(
     kernels work in blocks of 8 or 16 channels, so odd widths save MACs but little time; the target may then
     be overshot by up to one block). ``grad_fn(model)`` runs a backward pass on some training data;
     criteria that rank by gradients (``taylor``) call it, in eval mode, before each step. ``on_step(model,
-    entry)`` sees each step's history entry and may add figures to it (e.g. accuracy).
+    entry)`` sees each step's history entry and may add figures to it (e.g. accuracy). ``pruner`` builds the
+    stepper (default: Torch-Pruning's global ranking of channel groups; ``TransformerPruner.factory()`` prunes
+    heads and FFN neurons).
     ``latency_speedup``: a measured speed-up target instead; ``latency_goal(model, macs_speedup)`` says how far
     the loop got, as (speed-up, whether it was measured) (:class:`prune.latency.LatencyGoal`). ``widths(model)``
     rounds the reached widths in place at the end (:class:`prune.latency.FastWidths`).
@@ -177,8 +210,10 @@ def prune_model(
         result = PruneResult(CRITERIA.canonical(criterion), *(base or (count_macs(model, example_input),
                                                                         count_parameters(model))), 0, 0, 0)
         progress = _progress(speedup, param_ratio, latency_goal)
-        _prune_steps(model, example_input, chosen, result, progress, target, protect, iterative_steps, round_to,
-                     grad_fn, on_step)
+        stepper = pruner(model, example_input, importance=chosen.make(), iterative_steps=iterative_steps,
+                         round_to=round_to, ignored_layers=protected_modules(model, protect, example_input))
+        _prune_steps(model, example_input, chosen, result, progress, target, stepper, iterative_steps, grad_fn,
+                     on_step)
         if widths is not None:
             widths(model)
             result.macs, result.params = count_macs(model, example_input), count_parameters(model)
@@ -203,15 +238,9 @@ def _progress(speedup: float | None, param_ratio: float | None,
     return lambda model, result: (result.param_ratio, {})
 
 
-def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterion, result: PruneResult,
-                 progress: Callable[[nn.Module, PruneResult], tuple[float, dict]], target: float,
-                 protect: Sequence[str], iterative_steps: int, round_to: int | None, grad_fn: GradFn | None,
-                 on_step: StepHook | None) -> None:
-    pruner = tp.pruner.BasePruner(
-        model, example_input, importance=chosen.make(), global_pruning=True, pruning_ratio=1.0,
-        iterative_steps=iterative_steps, round_to=round_to,
-        ignored_layers=protected_modules(model, protect, example_input),
-    )
+def _prune_steps(model: nn.Module, example_input: Inputs, chosen: Criterion, result: PruneResult,
+                 progress: Callable[[nn.Module, PruneResult], tuple[float, dict]], target: float, pruner: Any,
+                 iterative_steps: int, grad_fn: GradFn | None, on_step: StepHook | None) -> None:
     result.macs, result.params = count_macs(model, example_input), count_parameters(model)
     reached, _ = progress(model, result)
     while reached < target:
@@ -232,21 +261,37 @@ def _prune_steps(model: nn.Module, example_input: torch.Tensor, chosen: Criterio
         result.history.append(entry)
 
 
-def kd_step(teacher: nn.Module, weight: float, temperature: float) -> Step:
+def kd_step(teacher: nn.Module, weight: float, temperature: float, hidden_weight: float = 0.0,
+            hidden_paths: Sequence[tuple[str, str]] = ()) -> Step:
     """A finetuning step that mixes the labels' CE with KL to the unpruned ``teacher`` (distill's KD loss):
-    ``(1 - weight) * CE + weight * T^2 KL``. Usage: ``Trainer(pruned, ..., step=kd_step(base, 0.5, 4.0))``
+    ``(1 - weight) * CE + weight * T^2 KL``, plus ``hidden_weight`` times the mean of distill's hidden-state MSE
+    over ``hidden_paths`` (student module path, teacher module path), read by forward hooks.
+    Usage: ``Trainer(pruned, ..., step=kd_step(base, 0.5, 4.0))``
     """
-    from distill.objectives import KDLoss  # the documented seam: pruning may finetune with distill's KD loss
+    # the documented seam: pruning may finetune with distill's KD loss (and its hidden-state objective)
+    from distill.features import FeatureTaps
+    from distill.objectives import KDLoss, hidden_mse
 
     kd = KDLoss("kl", temperature)
     teacher.eval()
+    pairs = list(hidden_paths) if hidden_weight > 0 else []
+    teacher_taps = FeatureTaps(teacher, [path for _, path in pairs])
+    student_taps: dict[int, FeatureTaps] = {}
 
     def step(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        if pairs and id(model) not in student_taps:
+            student_taps[id(model)] = FeatureTaps(model, [path for path, _ in pairs])
         logits = forward_logits(model, batch)
         with torch.no_grad():
             target = forward_logits(teacher.to(logits.device), batch)
         hard, soft = supervised_loss(logits, batch["labels"]), kd(logits, target)
-        return {"loss": (1 - weight) * hard + weight * soft, "ce": hard, "kd": soft}
+        losses = {"loss": (1 - weight) * hard + weight * soft, "ce": hard, "kd": soft}
+        if pairs:
+            mask = batch.get("attention_mask")
+            taps = student_taps[id(model)]
+            hidden = torch.stack([hidden_mse(taps[s], teacher_taps[t], mask) for s, t in pairs]).mean()
+            losses.update(loss=losses["loss"] + hidden_weight * hidden, hidden_mse=hidden)
+        return losses
 
     return step
 
@@ -256,14 +301,19 @@ PHASES_DIR = "phases"
 
 
 def finetune(experiment: Experiment, model: nn.Module, train: TrainConfig, teacher: nn.Module | None = None,
-             kd_weight: float = 0.0, temperature: float = 4.0, checkpoints: Path | None = None) -> TrainResult:
+             kd_weight: float = 0.0, temperature: float = 4.0, hidden_weight: float = 0.0,
+             checkpoints: Path | None = None) -> TrainResult:
     """Train ``model`` (in place) on the experiment's task with the core engine and ``train`` settings, with KD
-    from ``teacher`` when ``kd_weight`` > 0; the last epoch is kept (the dev split only reports). With
+    from ``teacher`` when ``kd_weight`` > 0 (and, for transformers, ``hidden_weight`` times the hidden-state MSE
+    of each block against the teacher's same block); the last epoch is kept (the dev split only reports). With
     ``checkpoints``, the phase checkpoints there and resumes from there (see :func:`checkpointed_fit`).
     Usage: ``finetune(experiment, pruned, recipe.prune.finetune.apply(recipe.train), teacher=base, kd_weight=0.5)``
     """
     phase = dataclasses.replace(experiment, model=model, recipe=experiment.recipe.model_copy(update={"train": train}))
-    step = kd_step(teacher, kd_weight, temperature) if teacher is not None and kd_weight > 0 else None
+    step = None
+    if teacher is not None and (kd_weight > 0 or hidden_weight > 0):
+        paths = list(zip(block_paths(model), block_paths(teacher))) if hidden_weight > 0 and is_transformer(model) else []
+        step = kd_step(teacher, kd_weight, temperature, hidden_weight if paths else 0.0, paths)
     return checkpointed_fit(phase, checkpoints, step=step)
 
 

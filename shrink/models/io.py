@@ -3,7 +3,9 @@
 A plain torch model (built by ``build_model``) is saved as ``model.safetensors`` plus ``architecture.json``
 (format tag, registry name, builder kwargs, the constructor arguments of every width-carrying layer and the
 shape of every tensor), so pruned widths rebuild. A Hugging Face model is saved with ``save_pretrained``
-(safetensors) so plain ``transformers`` loads it. Both are written through ``atomic_dir``.
+(safetensors) so plain ``transformers`` loads it (pruned attention heads as zero heads listed in
+``config.pruned_heads``, cut out again on loading: :mod:`shrink.models.heads`). Both are written through
+``atomic_dir``.
 
 Usage::
 
@@ -23,6 +25,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
 from shrink.errors import UserError
+from shrink.models.heads import expand_pruned_heads, remove_pruned_heads
 from shrink.models.registry import build_model
 from shrink.models.resize import layer_args, resize_to
 from shrink.runs import atomic_dir, atomic_write_json
@@ -55,8 +58,8 @@ def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer: Any = 
     if not isinstance(model, PreTrainedModel) and not hasattr(model, "shrink_spec"):
         raise ValueError("save_model needs a Hugging Face model or one built by shrink.models.build_model")
     with atomic_dir(final) as tmp:
-        if isinstance(model, PreTrainedModel):
-            model.save_pretrained(tmp)
+        if isinstance(model, PreTrainedModel):  # pruned heads as zero heads: plain transformers loads it
+            expand_pruned_heads(model).save_pretrained(tmp)
         else:
             atomic_write_json(tmp / SPEC_FILE, architecture_spec(model))
             safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -138,7 +141,7 @@ def _load_hf(path: Path) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         is_classifier = any(arch.endswith("ForSequenceClassification") for arch in config.architectures or ())
         auto_class = AutoModelForSequenceClassification if is_classifier else AutoModel
-        return auto_class.from_pretrained(path, config=config, trust_remote_code=False)
+        return remove_pruned_heads(auto_class.from_pretrained(path, config=config, trust_remote_code=False))
     except RuntimeError:  # transformers' report of weights whose shapes differ from config.json
         raise UserError(f"cannot load the Hugging Face model in {path}: its weights do not have the shapes its "
                         "config.json gives; restore the config or save the model again") from None
