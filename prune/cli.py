@@ -104,7 +104,8 @@ def build_parser(metatrain: bool = False) -> argparse.ArgumentParser:
     group = flag_group(parser, "pruning")
     group.add_argument("--fast-widths", action=argparse.BooleanOptionalAction, default=None,
                        help="round pruned widths down to the fastest nearby widths by measured layer latency "
-                            "(cached per machine; default: on with --latency-speedup) [prune.fast_widths]")
+                            "(cached per machine; default: on with --latency-speedup unless --round-to is given) "
+                            "[prune.fast_widths]")
     group.add_argument("--export-onnx", action="store_true", help="also export the pruned model to RUN/model.onnx")
     group.add_argument("--finetune-kd", action="store_true", help="recover by distillation from the unpruned "
                        "model: logit KD (--kd-weight, 1 when unset) and, for transformers, hidden-state MSE of every "

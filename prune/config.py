@@ -108,15 +108,17 @@ class PruneSection(Section):
     def _one_target(self) -> PruneSection:
         if sum(value is not None for value in (self.speedup, self.param_ratio, self.latency_speedup)) > 1:
             raise ValueError("give one target: speedup (MACs ratio), param_ratio or latency_speedup")
-        if self.round_to is not None and self.uses_fast_widths:
-            raise ValueError("round_to fixes the width multiple, fast_widths measures the fastest widths: "
-                             "give one (a latency target uses fast widths unless fast_widths is false)")
+        if self.round_to is not None and self.fast_widths:
+            raise ValueError("round_to fixes the width multiple, fast_widths measures the fastest widths: give one")
         return self
 
     @property
     def uses_fast_widths(self) -> bool:
-        """Whether widths are rounded by measured layer latency (by default with a latency target)."""
-        return self.fast_widths if self.fast_widths is not None else self.latency_speedup is not None
+        """Whether widths are rounded by measured layer latency (by default with a latency target and no
+        ``round_to``)."""
+        if self.fast_widths is not None:
+            return self.fast_widths
+        return self.latency_speedup is not None and self.round_to is None
 
     def distillation(self) -> tuple[float, float]:
         """(logit KD weight, hidden-state MSE weight) of the finetuning after pruning.

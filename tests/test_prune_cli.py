@@ -101,7 +101,7 @@ def test_shipped_recipes_validate(name):
     (["--model", "vit-micro", "--method", "metanet"], "are supported"),
     (["--method", "metanet", "--collection", "no-such-folder"], "holds 0 saved model folder(s)"),
     (["--latency-speedup", "2", "--param-ratio", "2"], "give one target"),
-    (["--latency-speedup", "2", "--round-to", "8"], "round_to fixes the width multiple"),
+    (["--fast-widths", "--round-to", "8"], "round_to fixes the width multiple"),
     (["--latency-runtime", "tensorrt"], "latency_runtime"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(extra, message, tmp_path, capsys):
