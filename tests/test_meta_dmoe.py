@@ -126,6 +126,31 @@ def test_u5_batchnorm_buffers_bit_identical_after_meta_steps_and_tta():
     assert student.meta_trained
 
 
+def test_model_selection_scores_the_start_and_keeps_it_when_meta_training_only_loses():
+    # A too-large alpha can make every meta-trained candidate worse than ERM + one step; the start must compete.
+    _, split, teacher, student, collate = tiny_setup()
+    start = {name: value.clone() for name, value in student.state_dict().items()}
+    scores = iter([0.9, 0.5, 0.4])
+    result = meta_train(student, teacher, split.train, split.train_domains, collate,
+                        MetaSection(steps=2, support=5, query=5, eval_every=1, alpha=0.1), select=lambda: next(scores))
+    assert [row["step"] for row in result.history] == [0, 1, 2] and result.history[0]["meta_loss"] is None
+    assert (result.best_step, result.best_score) == (0, 0.9)
+    assert all(torch.equal(value, start[name]) for name, value in student.state_dict().items())
+
+
+def test_convnet_pool_blocks_sets_the_resolution_of_every_block():
+    # The spec's net (3x conv-BN-ReLU at full resolution, then global pooling) is pool_blocks=0.
+    shapes = {}
+    for pool_blocks in (0, 1, 2):
+        model = build_model("convnet", num_classes=10, widths=[4, 8, 8], pool_blocks=pool_blocks)
+        last = model.features[:-2](torch.zeros(1, 3, 16, 16)).shape[-1]  # before global pooling
+        shapes[pool_blocks] = (last, sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()))
+        assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+    assert shapes == {0: (16, 0), 1: (8, 1), 2: (4, 2)}
+    with pytest.raises(UserError, match="pool_blocks"):
+        build_model("convnet", num_classes=10, pool_blocks=-1)
+
+
 def test_u6_tta_reads_all_n_experts_and_meta_training_n_minus_1():
     _, split, teacher, student, collate = tiny_setup(experts=3)
     seen = []

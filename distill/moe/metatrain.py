@@ -128,7 +128,7 @@ class MetaResult:
     best_score: float | None
     steps: int
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
 
 
 def meta_train(student: MetaStudent, teacher: MetaDMoETeacher, data: Dataset, domains: Sequence[str], collate: Any,
@@ -136,7 +136,8 @@ def meta_train(student: MetaStudent, teacher: MetaDMoETeacher, data: Dataset, do
                verbosity: str = "normal", name: str = "meta") -> MetaResult:
     """Meta-train ``student`` (and the aggregator) on single-domain tasks of ``data`` (``domains[i]`` is the
     domain of ``data[i]``); every ``section.eval_every`` steps ``select()`` scores the pair (TTA on held-out
-    source data) and the best is kept. Usage: see the module docstring.
+    source data), first before any step, and the best is kept (step 0: the ERM start). Usage: see the module
+    docstring.
     """
     check_first_order(section.first_order, section.freeze_aggregator)
     state = process_state()
@@ -157,6 +158,21 @@ def meta_train(student: MetaStudent, teacher: MetaDMoETeacher, data: Dataset, do
     bar = tqdm(total=section.steps, desc=name, unit="step",
                disable=not (bars_on(progress, verbosity) and state.is_local_main_process))
     start, running = time.perf_counter(), None
+
+    def consider(step: int) -> None:
+        nonlocal best
+        score = select()  # type: ignore[misc]
+        result.history.append({"step": step, "meta_loss": running, "selection_score": score})
+        if lines_on(progress, verbosity) and state.is_local_main_process:
+            shown = "-" if running is None else f"{running:.4g}"
+            print(f"{name} step {step}/{section.steps}: meta_loss {shown}, source TTA accuracy {score:.4g}", flush=True)
+        if best is None or score > best[0]:
+            best = (score, step, copy.deepcopy(student.state_dict()),
+                    copy.deepcopy({"aggregator": teacher.aggregator.state_dict(),
+                                   "projections": teacher.pool.projections.state_dict()}))
+
+    if select is not None and section.eval_every:
+        consider(0)  # the start (ERM + one step) is a candidate, and its score shows what meta-training adds
     for step in range(section.steps):
         episodes = [make_episode(data, sampler.task(step * meta_batch + rank * per_process + slot), collate, teacher)
                     for slot in range(per_process)]
@@ -171,15 +187,7 @@ def meta_train(student: MetaStudent, teacher: MetaDMoETeacher, data: Dataset, do
         bar.set_postfix(meta_loss=f"{running:.4f}")
         if select is not None and section.eval_every and ((step + 1) % section.eval_every == 0
                                                           or step + 1 == section.steps):
-            score = select()
-            result.history.append({"step": step + 1, "meta_loss": running, "selection_score": score})
-            if lines_on(progress, verbosity) and state.is_local_main_process:
-                print(f"{name} step {step + 1}/{section.steps}: meta_loss {running:.4g}, "
-                      f"source TTA accuracy {score:.4g}", flush=True)
-            if best is None or score > best[0]:
-                best = (score, step + 1, copy.deepcopy(student.state_dict()),
-                        copy.deepcopy({"aggregator": teacher.aggregator.state_dict(),
-                                       "projections": teacher.pool.projections.state_dict()}))
+            consider(step + 1)
     bar.close()
     if best is not None:
         result.best_score, result.best_step = best[0], best[1]
