@@ -24,24 +24,16 @@ from assemble.phases import open_root, preflight, prepare_assembly, run_phases
 from assemble.summary import summarize
 from shrink.cli import quiet_libraries
 from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
-                            table_overrides)
+                            table_overrides, typed_list)
 from shrink.errors import UserError, cli_entry
 from shrink.recipe import load_recipe
-
-
-def int_list(text: str) -> list[int]:
-    """Comma-separated integers, for ``--depths``. Usage: ``int_list("14,13,14,13")``."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got '{text}'") from None
 
 
 GROUP = "assembling"  # the help group of the method's own flags, shown first
 # flag dest -> (recipe key, type, help), as shrink.cliargs.TRAINING_FLAGS
 ASSEMBLE_FLAGS: FlagTable = {
     "modules": ("assemble.modules", int, "K equal modules (must divide the model's blocks; default 4)"),
-    "depths": ("assemble.depths", int_list, "per-module block counts instead, e.g. 14,13,14,13 (sum = blocks)"),
+    "depths": ("assemble.depths", typed_list(int, "whole numbers"), "per-module block counts instead, e.g. 14,13,14,13 (sum = blocks)"),
     "meta_depth": ("assemble.meta_depth", int, "blocks per meta-model module (default 1)"),
     "meta_model": ("assemble.meta_model", str, "meta phase folder of another run to incubate against"),
     "meta_epochs": ("assemble.meta.epochs", float, "meta-model pretraining epochs"),

@@ -20,9 +20,21 @@ import yaml
 from shrink.errors import UserError
 
 
-def float_list(text: str) -> list[float]:
-    """A comma-separated list of numbers, for list-valued flags. Usage: ``float_list("60,90") == [60.0, 90.0]``."""
-    return [float(part) for part in text.split(",") if part.strip()]
+def typed_list(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """A converter of comma-separated values for list-valued flags; a bad item is argparse's one-line error.
+
+    Usage: ``typed_list(int, "whole numbers")("14,13,14,13") == [14, 13, 14, 13]``
+    """
+    def convert(text: str) -> list[Any]:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got '{text}'") from None
+
+    return convert
+
+
+float_list = typed_list(float, "numbers")  # e.g. --milestones 60,90
 
 
 def name_list(text: str) -> list[str]:
