@@ -150,7 +150,7 @@ def export_onnx(
                             f"{written_opset}); pass --opset {written_opset}, or leave --opset out")
         # It also drops inputs the model ignores (token_type_ids of some encoders): read what stayed.
         names = [item.name for item in written.graph.input]
-        fused = fuse_for_onnxruntime(staged) if fuse else {}
+        fused = fuse_for_onnxruntime(staged) if fuse and _has_fusable_ops(written) else {}
         report = ExportReport(
             path=str(target), opset=written_opset, input_names=names, output_names=[OUTPUT_NAME],
             dynamic_axes={name: axes[name] for name in names if name in axes}, size_bytes=staged.stat().st_size,
@@ -229,6 +229,16 @@ def fuse_for_onnxruntime(path: Path) -> dict[str, int]:
     if fused:
         onnx_ir.save(model, path)
     return dict(sorted(fused.items()))
+
+
+# The operators ONNX Runtime's fusions start from (attention's Softmax, LayerNorm, GELU's Erf): a graph with none
+# of them (a CNN) has nothing to fuse, and the rewriter's pass over it would cost seconds for nothing.
+FUSABLE_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
+
+
+def _has_fusable_ops(model: onnx.ModelProto) -> bool:
+    nodes = [*model.graph.node, *(node for function in model.functions for node in function.node)]
+    return any(node.op_type in FUSABLE_OPS for node in nodes)
 
 
 def _default_domain_opset(model: onnx.ModelProto) -> int:
