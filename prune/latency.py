@@ -113,9 +113,10 @@ class LatencyGoal:
     returns the speed-up reached (from measurements, or predicted below the target) and whether it measured.
 
     The model is: latency speed-up = MACs speed-up ** k, k the median over the last three measurements (1
-    before any), so the figure that ends the loop rests on three timings, not one. It measures when the
-    prediction is within ``margin`` of the target's gain or the MACs speed-up grew by ``probe`` since the last
-    measurement. ``widths`` (e.g. :class:`FastWidths`) is applied to a copy
+    before any). It measures when the prediction is within ``margin`` of the target's gain or the MACs
+    speed-up grew by ``probe`` since the last measurement; when a measurement says the target is reached, the
+    model is timed twice more and the median of the three decides, so one noisy timing on a shared machine
+    neither ends the loop early nor, in the prediction, makes it run on. ``widths`` (e.g. :class:`FastWidths`) is applied to a copy
     before measuring, so what is measured is what the loop's caller will get after applying it too.
     Usage: ``LatencyGoal(MeasuredSpeedup(base, make_batch), 2.0)(model, 2.3)  # (1.71, True)``
     """
@@ -128,7 +129,7 @@ class LatencyGoal:
 
     def predict(self, macs_speedup: float) -> float:
         """The latency speed-up expected at ``macs_speedup``: MACs speed-up ** k, k the median over the last
-        three measurements (one noisy timing on a shared machine neither stops nor prolongs the loop)."""
+        three measurements."""
         exponents = [math.log(max(latency, 1e-6)) / math.log(macs) for macs, latency in self.measured[-3:]
                      if macs > 1.0]
         return macs_speedup ** statistics.median(exponents) if exponents else macs_speedup
@@ -144,6 +145,10 @@ class LatencyGoal:
             candidate = copy.deepcopy(model)
             self.widths(candidate)
         self.measured.append((macs_speedup, self.meter(candidate)))
+        if self.predict(macs_speedup) >= self.target:  # the loop would stop: two more timings of this model decide
+            timings = [self.measured.pop()[1], self.meter(candidate), self.meter(candidate)]
+            self.measured.append((macs_speedup, statistics.median(timings)))
+            return statistics.median(timings), True
         return self.predict(macs_speedup), True
 
 
