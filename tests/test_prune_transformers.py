@@ -89,7 +89,8 @@ def test_prune_command_on_bert_with_kd_recovery_then_shrink_export(tmp_path, cap
     run = tmp_path / "run"
     prune_main(["--model", "bert-tiny", "--dataset", "synthetic-text", "--max-train-samples", "32",
                 "--max-eval-samples", "16", "--max-length", "16", "--batch-size", "16", "--epochs", "1",
-                "--speedup", "1.5", "--iterative-steps", "40", "--finetune-kd", "--no-progress", "--out", str(run)])
+                "--speedup", "1.5", "--iterative-steps", "40", "--finetune-kd", "--latency-runtime", "torch",
+                "--no-progress", "--out", str(run)])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["speedup"] >= 1.5 and metrics["pruned"]["params"] < metrics["base"]["params"]
     assert json.loads((run / "model" / "config.json").read_text())["pruned_heads"]
