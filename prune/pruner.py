@@ -13,9 +13,11 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -77,7 +79,8 @@ def torch_pruning_macs(model: nn.Module, example_input: Inputs) -> int:
     was_training = model.training
     model.eval()  # the counter runs a forward: in train mode it would move the BN statistics
     try:
-        with torch.no_grad():
+        # its batch counter prints a warning for keyword-only inputs (HF models); the count is per example anyway
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             return int(tp.utils.count_ops_and_params(model, on_device(example_input, model))[0])
     finally:
         model.train(was_training)
