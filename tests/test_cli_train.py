@@ -83,27 +83,32 @@ KILL_AT_LAST_EPOCH_END = textwrap.dedent("""
 """)
 
 
-def test_killed_after_the_final_steps_checkpoint_resume_evaluates_the_last_epoch(tmp_path):
+def test_killed_after_the_final_steps_checkpoint_resume_evaluates_the_last_epoch(tmp_path, monkeypatch):
     args = ["train", "--model", "resnet20", "--dataset", "synthetic-image:1x8x8", "--max-train-samples", "32",
             "--max-eval-samples", "16", "--batch-size", "16", "--epochs", "2", "--checkpoint-every", "2",
             "--no-progress"]
     assert shrink_cli(args + ["--out", "run"], tmp_path, script=KILL_AT_LAST_EPOCH_END).returncode == -9
-    resumed = shrink_cli(args + ["--out", "run", "--resume"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--out", "run", "--resume"]) == 0  # in process: only the killed run needs its own
     got = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # equality with an uninterrupted run: tests/test_train.py (same engine, in process)
     assert [entry["epoch"] for entry in got["history"]] == [1, 2]
     assert got["final_epoch_dev"] == {"accuracy": got["history"][-1]["accuracy"]}
 
 
-def assert_one_line_exit_2(args, tmp_path, *needles):
-    result = shrink_cli(args, tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
+@pytest.fixture
+def refused_in(refused, tmp_path, monkeypatch):
+    """``refused_in(args, *needles)``: ``shrink`` run in ``tmp_path`` with the hub offline must refuse ``args``
+    with one error line holding every needle (in process: a subprocess per case cost ~7 s of imports)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def run(args, *needles):
+        line = refused(main, args)
+        assert all(needle in line for needle in needles), line
+        return line
+
+    return run
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -112,30 +117,30 @@ def assert_one_line_exit_2(args, tmp_path, *needles):
     (["--model", "bert-tiny", "--task", "sst2", "--data-dir", "missing"], ["missing"]),
     (["--model", "no-such-org/no-such-model", "--dataset", "synthetic-text"], ["local directory"]),
 ])
-def test_bad_input_is_one_line_and_leaves_no_run(args, needles, tmp_path):
-    assert_one_line_exit_2(["train", *args, "--out", "run"], tmp_path, *needles)
+def test_bad_input_is_one_line_and_leaves_no_run(args, needles, tmp_path, refused_in):
+    refused_in(["train", *args, "--out", "run"], *needles)
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_label_column_lists_the_columns(tmp_path):
+def test_missing_label_column_lists_the_columns(tmp_path, refused_in):
     for split in ("train", "dev"):
         (tmp_path / f"{split}.csv").write_text("review,stars\ngood,1\nbad,0\n")
-    line = assert_one_line_exit_2(["train", "--model", "bert-tiny", "--dataset", "text-files", "--data-dir", ".",
-                                   "--text-column", "review", "--out", "run"], tmp_path, "label")
+    line = refused_in(["train", "--model", "bert-tiny", "--dataset", "text-files", "--data-dir", ".",
+                       "--text-column", "review", "--out", "run"], "label")
     assert "stars" in line and not (tmp_path / "run").exists()
 
 
-def test_unknown_recipe_key(tmp_path):
+def test_unknown_recipe_key(tmp_path, refused_in):
     (tmp_path / "r.yaml").write_text("train:\n  learning_rate: 0.1\n")
-    assert_one_line_exit_2(["train", "--recipe", "r.yaml"], tmp_path, "train.learning_rate")
+    refused_in(["train", "--recipe", "r.yaml"], "train.learning_rate")
 
 
-def test_corrupt_checkpoint_on_resume(tmp_path):
+def test_corrupt_checkpoint_on_resume(tmp_path, refused_in):
     args = TRAIN + ["--epochs", "1", "--out", "run"]
-    assert shrink_cli(args, tmp_path).returncode == 0
+    assert main(args) == 0
     (tmp_path / "run" / "metrics.json").unlink()  # pretend it was interrupted after its checkpoint
     (tmp_path / "run" / "RUNNING").write_text("pid 0\n")
     for state in Path(tmp_path / "run" / "checkpoints").glob("step-*/*.safetensors"):
         state.write_bytes(b"not a safetensors file")
-    assert_one_line_exit_2(args + ["--resume"], tmp_path, "corrupt")
+    refused_in(args + ["--resume"], "corrupt")
     assert not (tmp_path / "run" / "metrics.json").exists()
