@@ -165,10 +165,10 @@ class LayerShape:
     spatial: tuple[int, ...] = ()  # input H, W (convs) or the leading token dims (linears)
 
     def key(self, in_ch: int, out_ch: int) -> str:
-        """The table key of this layer at widths (in_ch, out_ch)."""
-        dims = lambda values: "x".join(map(str, values))  # noqa: E731
-        return (f"{self.kind} k{dims(self.kernel)} s{dims(self.stride)} p{dims(self.padding)} g{self.groups} "
-                f"@{dims(self.spatial)} {in_ch}->{out_ch}")
+        """The table key of this layer at widths (in_ch, out_ch), e.g. ``conv k3x3 s1x1 p1x1 g1 @32x32 16->13``."""
+        kernel, stride, padding, spatial = ("x".join(map(str, dims)) for dims in
+                                            (self.kernel, self.stride, self.padding, self.spatial))
+        return f"{self.kind} k{kernel} s{stride} p{padding} g{self.groups} @{spatial} {in_ch}->{out_ch}"
 
 
 def layer_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, LayerShape]:
