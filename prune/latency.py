@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import tempfile
@@ -46,6 +45,7 @@ from prune.pruner import hooked_forward, protected_modules
 from shrink.bench import compare_latency, is_text_model
 from shrink.export import export_onnx
 from shrink.onnx_runtime import OnnxModel, ort_session
+from shrink.provenance import cpu_model
 from shrink.runs import atomic_write_json
 from shrink.timing import time_interleaved
 
@@ -61,21 +61,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shrink"
 
 
-def cpu_name() -> str:
-    """The CPU's model name (a latency table holds only for the CPU it was measured on)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # ------------------------------------------------------------------------------------ measured speed-up
-RUNTIMES = ("onnxruntime", "torch")
-
-
 def runnable(model: nn.Module, runtime: str, folder: Path, make_batch: Callable[[int], Inputs],
              threads: int | None = None) -> nn.Module:
     """``model`` as ``runtime`` runs it: itself for torch, else exported into ``folder`` (no parity check) and
@@ -116,8 +102,9 @@ class LatencyGoal:
     before any). It measures when the prediction is within ``margin`` of the target's gain or the MACs
     speed-up grew by ``probe`` since the last measurement; when a measurement says the target is reached, the
     model is timed twice more and the median of the three decides, so one noisy timing on a shared machine
-    neither ends the loop early nor, in the prediction, makes it run on. ``widths`` (e.g. :class:`FastWidths`) is applied to a copy
-    before measuring, so what is measured is what the loop's caller will get after applying it too.
+    neither ends the loop early nor, in the prediction, makes it run on. ``widths`` (e.g. :class:`FastWidths`)
+    is applied to a copy before measuring, so what is measured is what the loop's caller will get after
+    applying it too.
     Usage: ``LatencyGoal(MeasuredSpeedup(base, make_batch), 2.0)(model, 2.3)  # (1.71, True)``
     """
 
@@ -145,11 +132,11 @@ class LatencyGoal:
             candidate = copy.deepcopy(model)
             self.widths(candidate)
         self.measured.append((macs_speedup, self.meter(candidate)))
-        if self.predict(macs_speedup) >= self.target:  # the loop would stop: two more timings of this model decide
-            timings = [self.measured.pop()[1], self.meter(candidate), self.meter(candidate)]
-            self.measured.append((macs_speedup, statistics.median(timings)))
-            return statistics.median(timings), True
-        return self.predict(macs_speedup), True
+        estimate = self.predict(macs_speedup)
+        if estimate >= self.target:  # the loop would stop: two more timings of this model decide
+            estimate = statistics.median([self.measured.pop()[1], self.meter(candidate), self.meter(candidate)])
+            self.measured.append((macs_speedup, estimate))
+        return estimate, True
 
 
 # ------------------------------------------------------------------------------------ the lookup table
@@ -216,15 +203,16 @@ class LatencyTable:
     """Single-layer ONNX Runtime latencies (ms) by :meth:`LayerShape.key`, measured on demand and kept in a
     JSON file per CPU, runtime version, thread count and batch size.
 
-    Usage: ``LatencyTable(batch=64).ms(shape, 61, 64)``; ``table.save()`` keeps new measurements.
+    Usage: ``LatencyTable(batch=64).ms([(shape, 61, 64)])``; ``table.save()`` keeps new measurements.
     """
 
     def __init__(self, batch: int = 64, threads: int | None = None, path: Path | None = None,
                  min_time_s: float = 0.1) -> None:
         self.batch, self.threads = batch, threads or torch.get_num_threads()
         self.min_time_s = min_time_s
-        machine = re.sub(r"[^A-Za-z0-9]+", "-", cpu_name()).strip("-")
-        self.path = path or cache_dir() / "latency" / f"{machine}-ort{ort.__version__}-t{self.threads}-b{batch}.json"
+        machine = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model()).strip("-")
+        name = f"{machine}-ort{ort.__version__}-t{self.threads}-b{batch}.json"
+        self.path = path or cache_dir() / "latency" / name
         self.entries: dict[str, float] = {}
         try:  # a table from an older or interrupted version is remeasured, never trusted half-read
             self.entries = {key: float(value) for key, value in json.loads(self.path.read_text()).items()}
@@ -267,7 +255,8 @@ class FastWidths:
     """Rounds each prunable group of a (pruned) network down to the width the runtime runs most efficiently:
     of the widths in ``[w - window + 1, w]`` (the window at most w / 4 wide), the one with the least summed
     layer latency per kept channel (every conv/linear the group touches, from the :class:`LatencyTable`), see
-    :meth:`choose`. The channels removed are the least important by ``criterion``. Call it on a model to prune it in place; returns {root layer: (old, new)}.
+    :meth:`choose`. The channels removed are the least important by ``criterion``. Call it on a model to
+    prune it in place; returns {root layer: (old, new)}.
 
     Usage: ``FastWidths(torch.zeros(1, 3, 32, 32), "group-l2", batch=64)(pruned)``
     """
@@ -300,11 +289,9 @@ class FastWidths:
         """The width this group is rounded to: the widest whose time per kept channel is within ``tolerance`` of
         the window's best, and better than ``width``'s by more than that (time falling only in proportion to
         the channels removed is no reason to remove them). At most a quarter of the channels go."""
-        candidates = list(range(width, width - max(1, min(self.window, width // 4)), -1))
+        candidates = list(range(width, width - max(1, min(self.window, width // 4)), -1))  # widest first
         per_channel = [cost / c for c, cost in zip(candidates, self.group_ms(members, shapes, candidates))]
         best = min(per_channel)
-        if per_channel[0] <= best * (1 + self.tolerance):
-            return width
         return next(c for c, cost in zip(candidates, per_channel) if cost <= best * (1 + self.tolerance))
 
     def __call__(self, model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -344,5 +331,5 @@ class FastWidths:
         return changed
 
 
-__all__ = ["RUNTIMES", "FastWidths", "LatencyGoal", "LatencyTable", "LayerShape", "MeasuredSpeedup", "cache_dir",
-           "layer_shapes", "runnable"]
+__all__ = ["FastWidths", "LatencyGoal", "LatencyTable", "LayerShape", "MeasuredSpeedup", "cache_dir", "layer_shapes",
+           "runnable"]

@@ -36,7 +36,7 @@ def library_versions() -> dict[str, str]:
 
 def hardware() -> dict[str, Any]:
     """The machine: CPU, core counts, memory and accelerators. Usage: ``hardware()["cpu_count"]``."""
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                             "memory_gib": _memory_gib()}
     if hasattr(os, "sched_getaffinity"):
         info["cpus_usable"] = len(os.sched_getaffinity(0))
@@ -55,7 +55,8 @@ def provenance(started_at: str, resumed: bool = False) -> dict[str, Any]:
             "libraries": library_versions(), "torch_threads": torch.get_num_threads(), "hardware": hardware()}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (e.g. for keying measurements that hold for one CPU only). Usage: ``cpu_model()``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
