@@ -234,9 +234,9 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
         goal = LatencyGoal(meter, section.latency_speedup, widths=widths)
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts, pruner=pruner,
-        on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points), latency_goal=goal,
-        widths=widths,
+        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts,
+        pruner=pruner, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
+        latency_goal=goal, widths=widths,
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)
     kd_weight, hidden_weight = section.distillation()
@@ -290,20 +290,18 @@ def measured(recipe: PruneRecipe, experiment: Experiment, run: RunDir, models: d
     """Parameters, MACs and latency at batch 1 and ``latency_batch`` on ``latency_runtime`` of each model, the
     models timed in alternating rounds (the pruned model's ONNX file is reused when it was exported)."""
     section = recipe.prune
-    sizes = (1, section.latency_batch)
-    figures = model_figures(experiment, models, batch_sizes=sizes if section.latency_runtime == "torch" else ())
-    if section.latency_runtime == "torch":
-        return figures
+    figures = model_figures(experiment, models, batch_sizes=())
+    exported = run / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="shrink-prune-") as folder:
         runners = {}
         for role, model in models.items():
             make_batch = batch_maker(recipe, experiment, model)
-            exported = run / "model.onnx"
-            runners[role] = (OnnxModel(exported, torch.get_num_threads()) if role == "pruned" and exported.is_file()
-                             else runnable(model, "onnxruntime", Path(folder) / role, make_batch), make_batch)
-        latency = compare_latency(runners, sizes)
+            reuse = section.latency_runtime == "onnxruntime" and role == "pruned" and exported.is_file()
+            runners[role] = (OnnxModel(exported, torch.get_num_threads()) if reuse
+                             else runnable(model, section.latency_runtime, Path(folder) / role, make_batch), make_batch)
+        latency = compare_latency(runners, sorted({1, section.latency_batch}))  # batch 1 once when both are 1
     for role in models:
-        figures[role]["latency"], figures[role]["runtime"] = latency[role], "onnxruntime"
+        figures[role]["latency"], figures[role]["runtime"] = latency[role], section.latency_runtime
     return figures
 
 
