@@ -196,14 +196,6 @@ def latency_row(args: argparse.Namespace) -> str:
     return f"group-l2 latency {args.latency_speedup}x"
 
 
-def macs_matched_section(args: argparse.Namespace, latency_metrics: dict[str, Any]) -> dict[str, Any]:
-    """group-l2 pruned to the MACs speed-up the latency-target row reached, with no width rounding: the
-    accuracy the latency row must match at the same MACs."""
-    section = method_runs(argparse.Namespace(**{**vars(args), "latency_speedup": None, "round_to": None,
-                                                "methods": ["group-l2"]}))["group-l2"]
-    return {**section, "speedup": round(latency_metrics["speedup"], 4)}
-
-
 def post_dense_epochs(section: dict[str, Any]) -> float:
     """Training epochs a row spends after the dense model: every phase its ``prune:`` section runs."""
     phases = (section["finetune"], section.get("metanet_finetune", {}), section.get("meta", {}).get("light_finetune", {}))
@@ -280,7 +272,9 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             for seed in args.seeds for name, section in sections.items()}
     if args.latency_speedup:  # the same MACs as the latency row reached, by MACs target
         first = json.loads((runs[latency_row(args), args.seeds[0]] / "metrics.json").read_text())
-        sections[MACS_MATCHED] = macs_matched_section(args, first)
+        # the latency row's section (group-l2, no rounding) with a MACs target instead: no fast widths either
+        sections[MACS_MATCHED] = {**sections[latency_row(args)], "latency_speedup": None,
+                                  "speedup": round(first["speedup"], 4)}
         runs.update({(MACS_MATCHED, seed): run_method(args, out, dense, MACS_MATCHED, sections[MACS_MATCHED], seed)
                      for seed in args.seeds})
     results = {key: json.loads((folder / "metrics.json").read_text()) for key, folder in runs.items()}
