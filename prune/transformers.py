@@ -35,6 +35,7 @@ from torch import nn
 from shrink.errors import UserError
 from shrink.models.heads import encoder_layers, pruned_heads
 from shrink.models.vit import VisionTransformer
+from shrink.train import logits_of
 
 
 @dataclass
@@ -101,11 +102,6 @@ def allowed_heads(model: nn.Module, hidden: int, initial: int) -> list[int]:
     return [count for count in range(1, initial + 1) if not divides or hidden % count == 0]
 
 
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output (Hugging Face outputs carry ``.logits``). Usage: ``logits_of(model(**x))``."""
-    return output.logits if hasattr(output, "logits") else output
-
-
 class TransformerPruner:
     """A Torch-Pruning stepper for transformers with ``step()`` and ``current_step``, as ``prune_model`` drives.
 
@@ -143,7 +139,10 @@ class TransformerPruner:
 
     @classmethod
     def factory(cls, head_pace: float = 1.0) -> Callable[..., TransformerPruner]:
-        """A ``pruner=`` argument for :func:`prune.pruner.prune_model`. Usage: ``pruner=TransformerPruner.factory()``."""
+        """A ``pruner=`` argument for :func:`prune.pruner.prune_model`.
+
+        Usage: ``prune_model(model, x, speedup=2, pruner=TransformerPruner.factory())``
+        """
         def make(model: nn.Module, example_inputs: Any, **options: Any) -> TransformerPruner:
             return cls(model, example_inputs, head_pace=head_pace, **options)
 
@@ -232,5 +231,5 @@ def block_paths(model: nn.Module) -> list[str]:
     return [block.path for block in blocks]
 
 
-__all__ = ["Block", "TransformerPruner", "allowed_heads", "block_paths", "hf_blocks", "is_transformer", "logits_of",
+__all__ = ["Block", "TransformerPruner", "allowed_heads", "block_paths", "hf_blocks", "is_transformer",
            "pruning_start", "transformer_blocks"]

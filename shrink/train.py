@@ -73,6 +73,11 @@ PROGRESS_FILE = "progress.json"
 _EPOCH_MIX, _INDEX_MIX = 1_000_003, 7_919
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output (Hugging Face outputs carry ``.logits``). Usage: ``logits_of(model(**x))``."""
+    return output.logits if hasattr(output, "logits") else output
+
+
 def forward_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Run ``model`` on a batch and return its logits, for image CNNs and Hugging Face models alike.
 
@@ -82,7 +87,7 @@ def forward_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
         out = model(batch["pixel_values"])
     else:
         out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    return out.logits if hasattr(out, "logits") else out
+    return logits_of(out)
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool = False) -> torch.Tensor:

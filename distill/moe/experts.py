@@ -21,6 +21,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 
 from shrink.errors import UserError
+from shrink.train import logits_of
 
 Batch = Mapping[str, torch.Tensor]
 MASKS = ("drop", "zero", "none")
@@ -45,8 +46,7 @@ def call_model(model: nn.Module, batch: Batch, params: Mapping[str, torch.Tensor
         args, kwargs = (batch["pixel_values"],), {}
     else:
         args, kwargs = (), {k: v for k, v in batch.items() if k not in INPUT_SKIP}
-    out = model(*args, **kwargs) if params is None else functional_call(model, dict(params), args, kwargs)
-    return out.logits if hasattr(out, "logits") else out
+    return logits_of(model(*args, **kwargs) if params is None else functional_call(model, dict(params), args, kwargs))
 
 
 def pooled_features(model: nn.Module, batch: Batch, params: Mapping[str, torch.Tensor] | None = None,
