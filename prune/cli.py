@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import itertools
 import json
+import math
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,11 +40,11 @@ from prune.graph import network_to_graph
 from prune.importance import CRITERIA
 from prune.latency import FastWidths, LatencyGoal, MeasuredSpeedup, runnable
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
-from prune.metatrain import (example_input, given_collection, light_prune, recalibrate_batchnorm, shuffled_loader,
-                             train_metanet)
+from prune.metatrain import (CALIBRATION_EXAMPLES, example_input, given_collection, light_prune, recalibrate_batchnorm,
+                             shuffled_loader, train_metanet)
 from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
                           torch_pruning_macs)
-from prune.transformers import is_transformer, pruning_start
+from prune.transformers import check_depth, is_transformer, prune_depth, pruning_start
 from shrink.bench import compare_latency, count_macs, count_parameters, example_inputs, size_on_disk
 from shrink.cli import quiet_libraries
 from shrink.cliargs import (FlagTable, add_flag_table, add_training_flags, flag_group, help_style, recipe_overrides,
@@ -82,6 +85,8 @@ PRUNE_FLAGS: FlagTable = {
                          "every transformer block against the unpruned model's"),
     "head_pace": ("prune.head_pace", float, "transformers: heads go at this fraction of the FFN neurons' pace "
                   "(0: keep every head; default 1)"),
+    "drop_layers": ("prune.drop_layers", int, "transformers: first remove the N whole blocks (layers) whose output "
+                    "differs least from their input on training data, then prune widths on to the target"),
     "data_models": ("prune.meta.data_models", int, "networks trained for meta-training (last held out)"),
     "collection": ("prune.meta.collection", str, "a folder of trained model folders to meta-train on instead"),
     "meta_epochs": ("prune.meta.epochs", int, "meta-training epochs"),
@@ -223,6 +228,13 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     ``checkpoints`` when given); the pruning record."""
     section = recipe.prune
     pruned, pruner = pruning_start(start, section.head_pace)  # transformers: heads and FFN neurons
+    depth = None
+    if section.drop_layers:
+        depth = prune_depth(pruned, section.drop_layers, calibration_batches(recipe, experiment))
+        influence = ", ".join(f"{depth.influence[index]:.3f}" for index in depth.dropped)
+        macs = count_macs(pruned, example_input(experiment))
+        print(f"depth: removed blocks {depth.dropped} of {len(depth.influence)} (the lowest Block Influence: "
+              f"{influence}); {base_counts[0] / macs:.2f}x fewer MACs before width pruning")
     target = section.target()
     grads = gradient_fn(experiment) if CRITERIA.get(section.method).needs_grad else None
     widths = FastWidths(example_input(experiment), section.method, batch=section.latency_batch,
@@ -242,8 +254,18 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     kd_weight, hidden_weight = section.distillation()
     trained = finetune(experiment, pruned, section.finetune.apply(recipe.train), teacher=base,
                        kd_weight=kd_weight, temperature=section.kd_temperature, hidden_weight=hidden_weight,
-                       checkpoints=checkpoints)
-    return pruned, {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
+                       teacher_blocks=depth.kept if depth else None, checkpoints=checkpoints)
+    info = {"prune": result.as_dict(), "dev_before_finetune": before, "finetune_history": trained.history}
+    if depth is not None:
+        info["depth"] = dataclasses.asdict(depth)
+    return pruned, info
+
+
+def calibration_batches(recipe: PruneRecipe, experiment: Experiment) -> Iterator[dict[str, Tensor]]:
+    """About ``CALIBRATION_EXAMPLES`` shuffled training examples in batches (the same ones on every run), on which
+    blocks are ranked before whole ones are removed."""
+    count = math.ceil(CALIBRATION_EXAMPLES / recipe.train.batch_size)
+    return itertools.islice(shuffled_loader(experiment.task.train, recipe, experiment), count)
 
 
 def pruned_model(recipe: PruneRecipe, experiment: Experiment, run: RunDir, start: nn.Module, base: nn.Module,
@@ -369,6 +391,8 @@ def run_prune(recipe: PruneRecipe, resume: bool = False, overwrite: bool = False
     # a --protect layer the model lacks, or fast widths for a transformer, are refused now, not after training
     protected_modules(experiment.model, recipe.prune.protect, example_input(experiment))
     fast_widths(recipe.prune, experiment.model)
+    if recipe.prune.drop_layers:
+        check_depth(experiment.model, recipe.prune.drop_layers)
     if uses_metanet:  # refuse a network the graph cannot read, or a bad metanetwork folder, before any work
         network_to_graph(experiment.model, example_input(experiment))
         if recipe.prune.metanet:

@@ -79,7 +79,9 @@ class PruneSection(Section):
 
     ``finetune_kd``: recover by distillation from the unpruned model (logit KD at ``kd_weight``, 1 when unset,
     plus, for transformers, ``kd_hidden_weight`` times the hidden-state MSE of every block); ``head_pace``:
-    transformers lose heads at this fraction of the pace at which they lose FFN neurons (0 keeps every head)."""
+    transformers lose heads at this fraction of the pace at which they lose FFN neurons (0 keeps every head);
+    ``drop_layers``: transformers first lose this many whole blocks, those of least Block Influence on training
+    data, then widths are pruned on to the target."""
 
     method: str = "group-l2"
     speedup: float | None = Field(None, gt=1)
@@ -100,6 +102,7 @@ class PruneSection(Section):
     finetune_kd: bool = False
     kd_hidden_weight: float = Field(1.0, ge=0)
     head_pace: float = Field(1.0, ge=0, le=1)
+    drop_layers: int = Field(0, ge=0)
     curve_points: int = Field(8, ge=0)
     export_onnx: bool = False
     meta: MetaSection = Field(default_factory=MetaSection)

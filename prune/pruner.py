@@ -305,17 +305,22 @@ PHASES_DIR = "phases"
 
 def finetune(experiment: Experiment, model: nn.Module, train: TrainConfig, teacher: nn.Module | None = None,
              kd_weight: float = 0.0, temperature: float = 4.0, hidden_weight: float = 0.0,
-             checkpoints: Path | None = None) -> TrainResult:
+             teacher_blocks: Sequence[int] | None = None, checkpoints: Path | None = None) -> TrainResult:
     """Train ``model`` (in place) on the experiment's task with the core engine and ``train`` settings, with KD
     from ``teacher`` when ``kd_weight`` > 0 (and, for transformers, ``hidden_weight`` times the hidden-state MSE
-    of each block against the teacher's same block); the last epoch is kept (the dev split only reports). With
+    of each block against the teacher's same block, or against block ``teacher_blocks[i]`` for block ``i`` when
+    whole blocks were removed); the last epoch is kept (the dev split only reports). With
     ``checkpoints``, the phase checkpoints there and resumes from there (see :func:`checkpointed_fit`).
     Usage: ``finetune(experiment, pruned, recipe.prune.finetune.apply(recipe.train), teacher=base, kd_weight=0.5)``
     """
     phase = dataclasses.replace(experiment, model=model, recipe=experiment.recipe.model_copy(update={"train": train}))
     step = None
     if teacher is not None and (kd_weight > 0 or hidden_weight > 0):
-        paths = list(zip(block_paths(model), block_paths(teacher))) if hidden_weight > 0 and is_transformer(model) else []
+        paths = []
+        if hidden_weight > 0 and is_transformer(model):
+            teacher_paths = block_paths(teacher)
+            chosen = teacher_paths if teacher_blocks is None else [teacher_paths[index] for index in teacher_blocks]
+            paths = list(zip(block_paths(model), chosen, strict=True))
         step = kd_step(teacher, kd_weight, temperature, hidden_weight if paths else 0.0, paths)
     return checkpointed_fit(phase, checkpoints, step=step)
 

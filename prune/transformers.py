@@ -16,9 +16,14 @@ as zero heads (:mod:`shrink.models.heads`): plain ``from_pretrained`` gives the 
 width, and :func:`shrink.models.load_model` cuts them out again. A ViT records its head count in its
 architecture spec (``heads``; counts that divide the width, as the builder requires).
 
+Whole blocks can go first (:func:`prune_depth`, ``prune --drop-layers N``): the blocks whose output differs
+least from their input (Block Influence, ShortGPT; Minitron's depth ranking) are removed, the config's layer
+count follows, and width pruning then continues to the target from the shallower model.
+
 Usage::
 
     pruned, pruner = pruning_start(bert_classifier)            # a copy, and TransformerPruner.factory()
+    depth = prune_depth(pruned, 2, calibration_batches)        # optional: the 2 least influential blocks go
     prune_model(pruned, inputs, criterion="taylor", speedup=2, grad_fn=backward, pruner=pruner)
     save_model(pruned, "out/pruned")                           # plain transformers reloads it
 """
@@ -26,16 +31,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
 
 from shrink.errors import UserError
 from shrink.models.heads import encoder_layers, pruned_heads
 from shrink.models.vit import VisionTransformer
-from shrink.train import logits_of
+from shrink.train import Batch, forward_logits, logits_of
 
 
 @dataclass
@@ -220,6 +226,108 @@ def pruning_start(model: nn.Module, head_pace: float = 1.0) -> tuple[nn.Module, 
     return copy.deepcopy(model), TransformerPruner.factory(head_pace) if is_transformer(model) else global_pruner
 
 
+# ---------------------------------------------------------------------------------------------- depth
+def check_depth(model: nn.Module, count: int) -> None:
+    """UserError unless ``count`` whole blocks can go from ``model`` (a transformer keeping at least one block).
+
+    Usage: ``check_depth(bert, 2)``
+    """
+    blocks = transformer_blocks(model)
+    if blocks is None:
+        raise UserError(f"--drop-layers removes whole transformer blocks; {type(model).__name__} has none "
+                        "(CNNs lose channels: leave --drop-layers out)")
+    if count >= len(blocks):
+        raise UserError(f"--drop-layers {count} would leave none of the model's {len(blocks)} blocks; "
+                        f"drop at most {len(blocks) - 1}")
+
+
+def block_influence(model: nn.Module, batches: Iterable[Batch]) -> list[float]:
+    """Each block's Block Influence: 1 - the mean cosine similarity between a token's hidden state before and
+    after the block, over the real (unpadded) tokens of ``batches`` (training batches: token ids with their
+    attention mask, or ``pixel_values``). A block that leaves its input almost as it was contributes least
+    (ShortGPT; Minitron ranks depth the same way). Eval mode, no gradients.
+
+    Usage: ``block_influence(bert, [tokenised_batch])  # [0.31, 0.05, ...], one per block``
+    """
+    blocks = transformer_blocks(model)
+    if blocks is None:
+        raise UserError(f"{type(model).__name__} has no transformer blocks to rank")
+    similarity_sums = torch.zeros(len(blocks), dtype=torch.float64)
+    token_counts = torch.zeros(len(blocks), dtype=torch.float64)
+    mask: list[torch.Tensor | None] = [None]  # the current batch's attention mask, for the hooks
+
+    def record(index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            before = args[0] if args else kwargs["hidden_states"]
+            after = output[0] if isinstance(output, tuple) else output
+            similarity = F.cosine_similarity(before.double(), after.double(), dim=-1)  # (batch, tokens)
+            weights = torch.ones_like(similarity) if mask[0] is None else mask[0].to(similarity)
+            similarity_sums[index] += (similarity * weights).sum().cpu()
+            token_counts[index] += weights.sum().cpu()
+        return hook
+
+    handles = [model.get_submodule(block.path).register_forward_hook(record(index), with_kwargs=True)
+               for index, block in enumerate(blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                mask[0] = batch.get("attention_mask")
+                forward_logits(model, batch)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    if not token_counts.all():
+        raise UserError("ranking blocks needs some calibration data; the batches were empty")
+    return (1 - similarity_sums / token_counts).tolist()
+
+
+def drop_blocks(model: nn.Module, drop: Sequence[int]) -> list[int]:
+    """Remove the blocks at indices ``drop`` in place and state the new depth where a saved model reads it (the
+    Hugging Face config's ``num_hidden_layers``, the ViT's spec). Returns the original indices of the kept
+    blocks, in order. Usage: ``drop_blocks(bert, [2, 4])  # [0, 1, 3, 5]``
+    """
+    check_depth(model, len(set(drop)))
+    if isinstance(model, VisionTransformer):
+        kept = [index for index in range(len(model.blocks)) if index not in drop]
+        model.blocks = nn.Sequential(*(model.blocks[index] for index in kept))
+        if hasattr(model, "shrink_spec"):
+            model.shrink_spec["kwargs"]["depth"] = len(kept)
+        return kept
+    path, layers = encoder_layers(model)
+    kept = [index for index in range(len(layers)) if index not in drop]
+    model.get_submodule(path.rsplit(".", 1)[0]).layer = nn.ModuleList(layers[index] for index in kept)
+    for position, index in enumerate(kept):
+        for module in layers[index].modules():  # cache slots of decoder-capable layers follow the new order
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = position
+    model.config.num_hidden_layers = len(kept)
+    return kept
+
+
+@dataclass
+class DepthPruning:
+    """What :func:`prune_depth` removed: the dropped and kept blocks (original indices) and every block's
+    influence. ``kept`` pairs each remaining block with the unpruned model's block it was, for hidden-state KD."""
+
+    dropped: list[int]
+    kept: list[int]
+    influence: list[float]
+
+
+def prune_depth(model: nn.Module, count: int, batches: Iterable[Batch]) -> DepthPruning:
+    """Remove the ``count`` blocks of least Block Influence on ``batches`` (see :func:`block_influence`), in place.
+
+    Usage: ``prune_depth(bert, 2, batches).kept  # e.g. [0, 1, 2, 5] of a 6-layer encoder``
+    """
+    check_depth(model, count)
+    influence = block_influence(model, batches)
+    dropped = sorted(int(index) for index in torch.tensor(influence).argsort()[:count])
+    return DepthPruning(dropped, drop_blocks(model, dropped), influence)
+
+
 def block_paths(model: nn.Module) -> list[str]:
     """Module paths of a transformer's blocks, whose outputs are its hidden states (for KD taps).
 
@@ -231,5 +339,6 @@ def block_paths(model: nn.Module) -> list[str]:
     return [block.path for block in blocks]
 
 
-__all__ = ["Block", "TransformerPruner", "allowed_heads", "block_paths", "hf_blocks", "is_transformer",
-           "pruning_start", "transformer_blocks"]
+__all__ = ["Block", "DepthPruning", "TransformerPruner", "allowed_heads", "block_influence", "block_paths",
+           "check_depth", "drop_blocks", "hf_blocks", "is_transformer", "prune_depth", "pruning_start",
+           "transformer_blocks"]

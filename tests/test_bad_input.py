@@ -58,6 +58,8 @@ CASES = [
     (["prune", *IMAGE, "--base-model", "{run}/model", "--protect", "conv9", "--speedup", "1.5", "--out", "{out}"],
      2, "conv9"),
     (["prune", *IMAGE, "--speedup", "1000", "--out", "{out}"], 2, "1000"),
+    (["prune", *IMAGE, "--drop-layers", "1", "--out", "{out}"], 2, "has none"),
+    (["prune", *TEXT, "--drop-layers", "2", "--out", "{out}"], 2, "drop at most 1"),
 ]
 
 

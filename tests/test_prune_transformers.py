@@ -1,5 +1,6 @@
-"""Pruning transformers: heads and FFN neurons of a tiny BERT and a zoo ViT; the pruned BERT reloads in plain
-transformers with the same predictions and exports to ONNX through `shrink export`."""
+"""Pruning transformers: heads and FFN neurons of a tiny BERT and a zoo ViT, and whole blocks by Block Influence;
+the pruned BERT reloads in plain transformers with the same predictions and exports to ONNX through
+`shrink export`."""
 import json
 
 import pytest
@@ -9,14 +10,15 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 from prune.cli import main as prune_main
 from prune.importance import CRITERIA
 from prune.pruner import prune_model
-from prune.transformers import TransformerPruner, pruning_start, transformer_blocks
+from prune.transformers import TransformerPruner, block_influence, prune_depth, pruning_start, transformer_blocks
+from shrink.bench import count_macs, count_parameters
 from shrink.cli import main as shrink_main
 from shrink.errors import UserError
 from shrink.models import build_model, load_model, save_model
 
 
-def tiny_bert() -> BertForSequenceClassification:
-    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+def tiny_bert(layers: int = 2) -> BertForSequenceClassification:
+    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=32, num_labels=2)
     return BertForSequenceClassification(config).eval()
 
@@ -85,15 +87,53 @@ def test_vit_prunes_heads_and_mlp_widths_and_reloads(tmp_path):
                     pruner=pruning_start(model)[1])
 
 
-def test_prune_command_on_bert_with_kd_recovery_then_shrink_export(tmp_path, capsys):
+def test_a_block_that_does_nothing_is_the_one_removed_and_outputs_stay(tmp_path):
+    model = build_model("vit-micro", num_classes=5, image_size=16, patch_size=4).eval()
+    with torch.no_grad():  # block 2 adds zero to its input: an identity
+        for linear in (model.blocks[2].attn.proj, model.blocks[2].mlp[2]):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        images = torch.randn(4, 3, 16, 16)
+        before = model(images)
+    depth = prune_depth(model, 1, [{"pixel_values": images}])
+    assert depth.dropped == [2] and depth.kept == [0, 1, 3] and len(model.blocks) == 3
+    assert abs(depth.influence[2]) < 1e-9 and min(depth.influence[:2] + depth.influence[3:]) > 1e-3
+    save_model(model, tmp_path / "vit")
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), before)
+        torch.testing.assert_close(load_model(tmp_path / "vit").eval()(images), before)
+
+
+def test_block_influence_reads_real_tokens_only_and_a_shallower_bert_reloads_in_plain_transformers(tmp_path):
+    model, batch = tiny_bert(layers=3), token_batch()
+    padded = {"input_ids": torch.cat([batch["input_ids"], torch.randint(1, 60, (3, 5))], 1),
+              "attention_mask": torch.cat([batch["attention_mask"], torch.zeros(3, 5, dtype=torch.long)], 1)}
+    influence = block_influence(model, [batch])
+    torch.testing.assert_close(torch.tensor(block_influence(model, [padded])), torch.tensor(influence))
+    pruned, pruner = pruning_start(model)
+    depth = prune_depth(pruned, 1, [batch])
+    assert depth.dropped == [min(range(3), key=influence.__getitem__)] and pruned.config.num_hidden_layers == 2
+    result = prune_model(pruned, batch, criterion="group-l2", speedup=2.5, iterative_steps=20, pruner=pruner,
+                         base=(count_macs(model, batch), count_parameters(model)))  # targets count from the unpruned
+    assert result.speedup >= 2.5 and pruned.config.intermediate_size < 64
+    save_model(pruned, tmp_path / "model")
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    assert len(plain.bert.encoder.layer) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, pruned(**batch).logits, atol=1e-5, rtol=0)
+
+
+def test_prune_command_drops_a_layer_and_prunes_a_bert_with_kd_recovery_then_shrink_export(tmp_path, capsys):
     run = tmp_path / "run"
     prune_main(["--model", "bert-tiny", "--dataset", "synthetic-text", "--max-train-samples", "32",
                 "--max-eval-samples", "16", "--max-length", "16", "--batch-size", "16", "--epochs", "1",
-                "--speedup", "1.5", "--iterative-steps", "40", "--finetune-kd", "--latency-runtime", "torch",
-                "--no-progress", "--out", str(run)])
+                "--speedup", "4", "--drop-layers", "1", "--iterative-steps", "40", "--finetune-kd",
+                "--latency-runtime", "torch", "--no-progress", "--out", str(run)])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["speedup"] >= 1.5 and metrics["pruned"]["params"] < metrics["base"]["params"]
-    assert json.loads((run / "model" / "config.json").read_text())["pruned_heads"]
+    assert metrics["speedup"] >= 4 and metrics["pruned"]["params"] < metrics["base"]["params"]
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["pruned_heads"] and config["num_hidden_layers"] == 1 and len(metrics["depth"]["kept"]) == 1
+    assert "depth: removed blocks" in capsys.readouterr().out
     assert shrink_main(["export", str(run)]) == 0
     exported = json.loads((run / "export.json").read_text())["export"]
     assert exported["argmax_agreement"] == 1.0 and exported["max_abs_diff"] < 1e-4
