@@ -139,7 +139,8 @@ def main() -> None:
     start = time.perf_counter()
     settings = {
         "sst2": dict(data_dir=glue / "SST-2", seeds=list(range(1, args.sst2_seeds + 1)),
-                     common=["--max-length", "64", "--batch-size", "32",
+                     # full-set epochs are long: a stopped benchmark resumes within 500 steps of where it stopped
+                     common=["--max-length", "64", "--batch-size", "32", "--checkpoint-every", "500",
                              *(["--max-train-samples", str(args.sst2_train)] if args.sst2_train else [])],
                      teacher_args=["--epochs", str(args.sst2_teacher_epochs), "--lr", "5e-5"],
                      student_args=["--epochs", str(args.sst2_epochs), "--lr", "1e-4"]),
