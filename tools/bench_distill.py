@@ -174,7 +174,7 @@ def main() -> None:
         print_table("depth against width at half the MACs (SST-2 dev; speed-up = teacher / model latency, PyTorch)",
                     prune_table)
         print(markdown_table(prune_table))
-        print_table("goal: the better way keeps >= 98% of the teacher at >= 2x", [results["sst2-prune"]["goal"]])
+        print_table("goal: the best way keeps >= 98% of the teacher at >= 2x", [results["sst2-prune"]["goal"]])
     if args.only in (None, "augment"):
         print_table("augmentation benchmark (dev scores; augmentation cost per 1,000 sentences)", augment_tables)
         print(markdown_table(augment_tables))

@@ -4,9 +4,11 @@ Two ways to shrink the fine-tuned MiniLM-L6 teacher (6 layers, 12 heads, FFN 1,5
 depth, the KD part's 3-layer student copied from the teacher and distilled with KD + hidden MSE (skip map);
 and width, ``prune --finetune-kd`` removing heads and FFN neurons (Taylor importance, heads ranked as groups,
 every layer alike) to the student's MACs ratio, then recovering with logit KD + hidden-state MSE of every layer
-from the unpruned teacher. Both train on the same data for the same epochs. Rows: dev accuracy, retention
-(student / teacher accuracy), MACs ratio and PyTorch latency at batch 1 and 32, the three models timed in
-alternating rounds. Goal: the better of the two keeps >= 98% of the teacher at >= 2x measured speed-up.
+from the unpruned teacher; and both, ``prune --drop-layers 2`` removing the two layers of least Block Influence
+first and then widths to the same MACs (Minitron's combination). All train on the same data for the same
+epochs. Rows: dev accuracy, retention
+(student / teacher accuracy), MACs ratio and PyTorch latency at batch 1 and 32, the models timed in
+alternating rounds. Goal: the best of them keeps >= 98% of the teacher at >= 2x measured speed-up.
 
 Usage::
 
@@ -21,7 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 RunOnce = Callable[[str, list[str], Path], dict[str, Any]]
-DEPTH, WIDTH = "depth: 3-layer student, KD + MSE", "width: heads + FFN pruned, KD + MSE"
+DEPTH = "depth: 3-layer student, KD + MSE"
+# pruned rows: name -> (run folder, extra prune flags)
+PRUNED = {"width: heads + FFN pruned, KD + MSE": ("sst2-prune-width", []),
+          "depth + width: 2 layers dropped, then heads + FFN, KD + MSE": ("sst2-prune-depth2-width",
+                                                                         ["--drop-layers", "2"])}
 
 
 def interleaved_latency(dirs: dict[str, Path], seq_len: int, batch_size: int = 1, rounds: int = 5,
@@ -41,7 +47,8 @@ def interleaved_latency(dirs: dict[str, Path], seq_len: int, batch_size: int = 1
 
 def prune_rows(run_once: RunOnce, args: argparse.Namespace, setting: dict[str, Any], out: Path
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The teacher, the depth-distilled student and the width-pruned model on SST-2: (table, results)."""
+    """The teacher, the depth-distilled student and the pruned models (width; depth + width) on SST-2: (table,
+    results)."""
     from bench_distill import ROWS
 
     base = ["--task", "sst2", "--data-dir", str(setting["data_dir"]), "--select-on", "train-holdout",
@@ -53,31 +60,38 @@ def prune_rows(run_once: RunOnce, args: argparse.Namespace, setting: dict[str, A
                                  "--seed", "1"], out / "sst2-kd-mse-s1")
     macs_ratio = teacher["macs"] / depth["student_figures"]["macs"]
     epochs, lr = setting["student_args"][1], setting["student_args"][3]
-    width = run_once("prune", ["--base-model", str(teacher_dir), "--model", str(teacher_dir), *base,
-                               "--method", "taylor", "--speedup", f"{macs_ratio:.4f}", "--finetune-kd",
-                               "--finetune-epochs", epochs, "--finetune-lr", lr, "--round-to", str(args.round_to),
-                               "--set", "prune.curve_points=0", "--seed", "1"], out / "sst2-prune-width")
+    pruned = {name: run_once("prune", ["--base-model", str(teacher_dir), "--model", str(teacher_dir), *base,
+                                       "--method", "taylor", "--speedup", f"{macs_ratio:.4f}", "--finetune-kd",
+                                       "--finetune-epochs", epochs, "--finetune-lr", lr, "--round-to",
+                                       str(args.round_to), *flags, "--set", "prune.curve_points=0", "--seed", "1"],
+                             out / folder) for name, (folder, flags) in PRUNED.items()}
     seq_len = int(setting["common"][setting["common"].index("--max-length") + 1])
-    dirs = {"teacher": teacher_dir, "depth": out / "sst2-kd-mse-s1" / "model", "width": out / "sst2-prune-width" / "model"}
+    dirs = {"teacher (MiniLM-L6)": teacher_dir, DEPTH: out / "sst2-kd-mse-s1" / "model",
+            **{name: out / folder / "model" for name, (folder, _) in PRUNED.items()}}
     latency = {size: interleaved_latency(dirs, seq_len, size, min_time_s=args.latency_seconds) for size in (1, 32)}
     primary = teacher["primary_metric"]
-    scores = {"teacher": teacher["dev"][primary], "depth": depth["student_dev"][primary],
-              "width": width["pruned"]["dev"][primary]}
-    macs = {"teacher": teacher["macs"], "depth": depth["student_figures"]["macs"], "width": width["pruned"]["macs"]}
+    figures = {"teacher (MiniLM-L6)": (teacher["dev"][primary], teacher["macs"]),
+               DEPTH: (depth["student_dev"][primary], depth["student_figures"]["macs"]),
+               **{name: (run["pruned"]["dev"][primary], run["pruned"]["macs"]) for name, run in pruned.items()}}
+    teacher_score = teacher["dev"][primary]
     table = []
-    for key, name in (("teacher", "teacher (MiniLM-L6)"), ("depth", DEPTH), ("width", WIDTH)):
-        table.append({"task": "sst2", "pipeline": name, primary: scores[key], "retention": scores[key] / scores["teacher"],
-                      "MACs ratio": teacher["macs"] / macs[key],
-                      **{f"b{size} ms": latency[size][key]["median_ms"] for size in (1, 32)},
-                      **{f"b{size} speed-up": latency[size]["teacher"]["median_ms"] / latency[size][key]["median_ms"]
-                         for size in (1, 32)}})
+    for name, (score, macs) in figures.items():
+        table.append({"task": "sst2", "pipeline": name, primary: score, "retention": score / teacher_score,
+                      "MACs ratio": teacher["macs"] / macs,
+                      **{f"b{size} ms": latency[size][name]["median_ms"] for size in (1, 32)},
+                      **{f"b{size} speed-up": latency[size]["teacher (MiniLM-L6)"]["median_ms"]
+                         / latency[size][name]["median_ms"] for size in (1, 32)}})
     best = max(table[1:], key=lambda row: row[primary])
-    goal = {"task": "sst2", "better way": best["pipeline"], "retention": best["retention"],
+    goal = {"task": "sst2", "best way": best["pipeline"], "retention": best["retention"],
             "b1 speed-up": best["b1 speed-up"], "goal met (>= 98%, >= 2x)":
             best["retention"] >= 0.98 and best["b1 speed-up"] >= 2.0}
-    config = json.loads((dirs["width"] / "config.json").read_text())
-    return table, {"table": table, "goal": goal, "latency": latency, "width_prune": width["prune"],
-                   "pruned_heads": config.get("pruned_heads"), "intermediate_size": config["intermediate_size"]}
+    configs = {name: json.loads((dirs[name] / "config.json").read_text()) for name in PRUNED}
+    return table, {"table": table, "goal": goal, "latency": latency,
+                   "pruned": {name: {"prune": run["prune"], "depth": run.get("depth"),
+                                     "layers": configs[name]["num_hidden_layers"],
+                                     "pruned_heads": configs[name].get("pruned_heads"),
+                                     "intermediate_size": configs[name]["intermediate_size"]}
+                              for name, run in pruned.items()}}
 
 
 def add_prune_flags(parser: argparse.ArgumentParser) -> None:
