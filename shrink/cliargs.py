@@ -156,6 +156,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                            help="override any recipe key, e.g. --set train.warmup_ratio=0.1")
     run_group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run_group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    flag_group(parser, SECTION_GROUPS["train"]).add_argument(
+        "--group-by-length", action=argparse.BooleanOptionalAction, default=None,
+        help="text: batch examples of similar length together (less padding, often 2-3x faster epochs on short "
+             "sentences; batch order stays seeded) [train.group_by_length]")
     run_group.add_argument("--no-progress", action="store_true",
                            help="no progress bar (bars appear only on a terminal; elsewhere one line per epoch)")
     loudness = run_group.add_mutually_exclusive_group()
@@ -170,6 +174,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = table_overrides(args, TRAINING_FLAGS)
     if getattr(args, "no_progress", False):
         overrides["train.progress"] = False
+    if getattr(args, "group_by_length", None) is not None:
+        overrides["train.group_by_length"] = args.group_by_length
     if getattr(args, "verbosity", None):
         overrides["train.verbosity"] = args.verbosity
     for item in getattr(args, "set", []):

@@ -76,6 +76,9 @@ def load_task(recipe: Recipe) -> TaskData:
     for split in ("train", "dev"):
         if len(getattr(task, split)) == 0:  # nothing to learn from or to measure: no result would mean anything
             raise UserError(f"the {split} split of {task.name} has no examples; give it data rows")
+    if recipe.train.group_by_length and task.modality != "text":
+        raise UserError(f"--group-by-length groups text examples by length; {task.name} is {task.modality} data: "
+                        "leave it off")
     return task
 
 

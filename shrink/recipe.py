@@ -95,6 +95,7 @@ class TrainConfig(Section):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 42
     select_on: Literal["dev", "train-holdout"] = "dev"
+    group_by_length: bool = False
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, gt=0)
     num_workers: int = Field(0, ge=0)

@@ -32,6 +32,7 @@ CASES = [
     # model and data that do not fit
     (["shrink", "train", "--model", "resnet20", "--dataset", "synthetic-text", "--out", "{out}"], 2, "image model"),
     (["shrink", "train", "--model", "bert-tiny", "--dataset", "synthetic-image", "--out", "{out}"], 2, "text model"),
+    (["shrink", "train", *IMAGE, "--group-by-length", "--out", "{out}"], 2, "groups text examples"),
     # where the run goes, and --set
     ([*TRAIN, "--out", "{file}/run"], 2, "is a file"),
     ([*TRAIN, "--out", "{file}"], 2, "is a file"),

@@ -9,7 +9,7 @@ from torch import nn
 from shrink.errors import UserError
 from shrink.recipe import TrainConfig
 from shrink.runs import RunDir
-from shrink.train import Trainer, forward_logits, supervised_loss
+from shrink.train import EpochSampler, Trainer, forward_logits, supervised_loss, text_lengths
 
 
 class Blobs(torch.utils.data.Dataset):
@@ -133,6 +133,29 @@ def test_resume_after_a_crash_mid_epoch_reaches_the_same_weights(tmp_path, monke
     assert torch.equal(weights(resumed.model), weights(reference.model))
     assert result.best == ref_result.best and result.history == ref_result.history
     assert len(list((tmp_path / "run/checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+
+
+def test_grouping_by_length_pads_less_and_keeps_every_example_once_in_a_seeded_order():
+    gen = torch.Generator().manual_seed(0)
+    texts = ["x" * int(n) for n in torch.randint(1, 200, (1000,), generator=gen)]
+    lengths = text_lengths([{"text": text, "text_pair": None} for text in texts])
+
+    def batches(sampler, epoch):
+        sampler.epoch = epoch
+        order = [index for _, index in sampler]
+        return [order[i:i + 16] for i in range(0, len(order), 16)]
+
+    grouped, plain = EpochSampler(1000, 3, lengths=lengths, batch_size=16), EpochSampler(1000, 3)
+    for epoch in (0, 1):
+        cut = batches(grouped, epoch)
+        assert sorted(i for batch in cut for i in batch) == list(range(1000))  # a permutation
+        assert len(cut[-1]) == 1000 % 16 and cut[-1] == batches(grouped, epoch)[-1]  # partial batch last, seeded
+        padded = sum(len(b) * max(lengths[i] for i in b) for b in cut)
+        plain_padded = sum(len(b) * max(lengths[i] for i in b) for b in batches(plain, epoch))
+        assert padded < 0.6 * plain_padded  # the point: far fewer padded positions
+    assert batches(grouped, 0) != batches(grouped, 1)  # each epoch draws its own grouping
+    with pytest.raises(UserError, match="not text"):
+        text_lengths(Blobs(4, 0))
 
 
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
