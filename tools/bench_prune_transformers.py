@@ -59,11 +59,14 @@ def prune_rows(run_once: RunOnce, args: argparse.Namespace, setting: dict[str, A
                                  "--student-layers", "3", *base, *setting["student_args"], *ROWS["KD + MSE"],
                                  "--seed", "1"], out / "sst2-kd-mse-s1")
     macs_ratio = teacher["macs"] / depth["student_figures"]["macs"]
-    epochs, lr = setting["student_args"][1], setting["student_args"][3]
+    student = setting["student_args"]  # the pruned models finetune as the student trains
+    epochs, lr = student[student.index("--epochs") + 1], student[student.index("--lr") + 1]
+    grouping = ["--group-by-length"] if "--group-by-length" in student else []
     pruned = {name: run_once("prune", ["--base-model", str(teacher_dir), "--model", str(teacher_dir), *base,
                                        "--method", "taylor", "--speedup", f"{macs_ratio:.4f}", "--finetune-kd",
                                        "--finetune-epochs", epochs, "--finetune-lr", lr, "--round-to",
-                                       str(args.round_to), *flags, "--set", "prune.curve_points=0", "--seed", "1"],
+                                       str(args.round_to), *grouping, *flags, "--set", "prune.curve_points=0",
+                                       "--seed", "1"],
                              out / folder) for name, (folder, flags) in PRUNED.items()}
     seq_len = int(setting["common"][setting["common"].index("--max-length") + 1])
     dirs = {"teacher (MiniLM-L6)": teacher_dir, DEPTH: out / "sst2-kd-mse-s1" / "model",
