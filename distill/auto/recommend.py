@@ -2,9 +2,10 @@
 
 A trial table row is (task meta-features, pipeline parameters) -> retention. The regressor (scikit-learn's
 random forest over one-hot parameters and numeric meta-features) learns from the shipped prior table
-(``prior_trials.csv``, built by ``tools/build_prior_table.py`` from real runs), from trial tables passed as
-``auto.priors``, and from this study's finished trials; it ranks candidate pipelines drawn from the search
-space, and the top k are enqueued as the study's first trials before TPE takes over.
+(``prior_trials.csv``, written by ``tools/bench_autodistill.py --write-prior`` from its grids of real runs),
+from trial tables passed as ``auto.priors``, and from this study's finished trials; it ranks candidate
+pipelines drawn from the search space, and the top k are enqueued as the study's first trials before TPE
+takes over.
 
 Usage::
 
