@@ -7,7 +7,7 @@ stages' own ``train`` overrides.
 Usage::
 
     distill --demo
-    distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2 --intermediate mi --alpha 0.9
+    distill --teacher bert-base --student tinybert --task sst2 --data-dir glue/SST-2   # KD + MI-alpha, the default
     distill --recipe tinybert-sst2 --teacher runs/bert-base-sst2 --data-dir glue/SST-2
     distill --recipe demo --teacher bert-tiny --augment embedding,swap --aug-p 0.3 --aug-copies 4 --mixup
     distill --teacher runs/bert-base-sst2 --student tinybert --task sst2 --data-dir glue/SST-2 --unlabeled raw.txt
@@ -52,7 +52,8 @@ STAGE_FLAGS: FlagTable = {
 # Per-entry intermediate flags: dest -> (key inside an intermediate entry, type, help)
 INTERMEDIATE_FLAGS: FlagTable = {
     "intermediate": ("loss", str, "intermediate loss (mi, hidden_mse, cos, pkd, ...; 'none' removes them); "
-                                  "adds one entry when the recipe has none"),
+                                  "adds one entry when the recipe has none (default for Hugging Face models: "
+                                  "mi, alpha 0.9, mlp critic, skip map, with KD kl at T = 2)"),
     "layer_map": ("layer_map", str, "skip, last, emd, tinybert, ... or explicit pairs like 0:0,6:2,12:4"),
     "alpha": ("alpha", float, "MI-alpha's alpha in [0, 1] (0.9 default of the reference)"),
     "critic": ("critic", str, "MI critic: mlp or transformer"),
@@ -204,10 +205,15 @@ def apply_stage_flags(raw: dict[str, Any], args: argparse.Namespace, train_keys:
 
 def _apply_intermediate_flags(stage: dict[str, Any], args: argparse.Namespace, single: bool) -> None:
     entries = stage.get("intermediate") or []
+    tuned = [dest for dest in INTERMEDIATE_FLAGS if dest != "intermediate" and getattr(args, dest) is not None]
     if args.intermediate == "none":
-        entries = []
+        entries, stage["intermediate"] = [], []  # chosen, so the default pipeline adds none
     elif args.intermediate is not None and not entries and single:
         entries = [{}]
+    elif tuned and single and "intermediate" not in stage:
+        from distill.config import DEFAULT_INTERMEDIATE
+
+        entries = [dict(DEFAULT_INTERMEDIATE)]  # --alpha and the like tune the default pipeline's MI-alpha
     for entry in entries:
         for dest, (key, _, _) in INTERMEDIATE_FLAGS.items():
             value = getattr(args, dest)

@@ -107,13 +107,20 @@ class StageSection(Objectives):
 OBJECTIVE_KEYS = tuple(Objectives.model_fields)
 
 
+# The default pipeline: what a bare `distill --teacher T --student S` runs (fill_default_pipeline).
+DEFAULT_KD: dict[str, Any] = {"loss": "kl", "temperature": 2.0}
+DEFAULT_INTERMEDIATE: dict[str, Any] = {"loss": "mi", "alpha": 0.9, "critic": "mlp", "layer_map": "skip",
+                                        "weight": 1.0}
+
+
 class DistillSection(Objectives):
     """Teachers, student initialisation, and the objectives of a one-stage run (or ``stages``).
 
     ``teacher``: an alias, hub id, local directory or run directory; several separated by commas make an
     ensemble (averaged logits; features from member ``feature_teacher``). A teacher with no head trained for
     the task is fine-tuned first with ``teacher_train`` overriding ``train:``. ``augment``: augmentation,
-    mixup and unlabeled text (:class:`distill.augment.AugmentSection`; default none).
+    mixup and unlabeled text (:class:`distill.augment.AugmentSection`; default none). ``kd`` and
+    ``intermediate`` left unset get the default pipeline when the run is planned (:meth:`fill_default_pipeline`).
     Usage: ``DistillSection(teacher="runs/a,runs/b", feature_teacher=1).teacher_names()``
     """
 
@@ -136,6 +143,26 @@ class DistillSection(Objectives):
         if self.stages and mixed:
             raise ValueError(f"give the objectives ({', '.join(mixed)}) inside each stage when 'stages' is used")
         return self
+
+    def fill_default_pipeline(self, regression: bool, reads_hidden_states: bool) -> list[str]:
+        """Give the objectives the recipe and flags left unset the default pipeline's values; returns what was
+        filled. The default (``DEFAULT_KD`` + ``DEFAULT_INTERMEDIATE``) is the best pipeline of the SST-2
+        distillation benchmark (README, "Distillation under the issue's protocol"): KD (kl, T = 2) + MI-alpha.
+        Regression keeps KD's own default (mse, T = 1); MI-alpha needs models whose layers it can read
+        without listed module paths (Hugging Face models: ``reads_hidden_states``). Multi-stage recipes
+        spell out every stage, so they get nothing.
+        Usage: ``recipe.distill.fill_default_pipeline(task.is_regression, reads_hidden_states=True)``
+        """
+        if self.stages:
+            return []
+        filled = []
+        if "kd" not in self.model_fields_set and not regression:
+            self.kd = KDSection(**DEFAULT_KD)
+            filled.append("kd")
+        if "intermediate" not in self.model_fields_set and reads_hidden_states:
+            self.intermediate = [IntermediateSection(**DEFAULT_INTERMEDIATE)]
+            filled.append("intermediate")
+        return filled
 
     def teacher_names(self) -> list[str]:
         """The teacher names (one, or the members of an ensemble). Usage: ``section.teacher_names()``."""
@@ -180,6 +207,8 @@ class DistillRecipe(Recipe):
 
 
 __all__ = [
+    "DEFAULT_INTERMEDIATE",
+    "DEFAULT_KD",
     "DistillRecipe",
     "DistillSection",
     "IntermediateSection",

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from distill.cli import build_parser, main, recipe_from_args
+from distill.config import DistillSection, KDSection
 from distill.pipeline import DistillStep
 from distill.run import cached_teacher_logits, distill, plan_distillation, teacher_outputs_key
 from distill.teachers import build_teacher
@@ -191,3 +192,37 @@ def test_teacher_logit_cache_follows_what_the_logits_depend_on(tmp_path):
         next(teacher.parameters()).add_(0.5)  # the teacher retrained in place
     assert teacher_outputs_key(plan, teacher) != key
     assert not torch.equal(cached_teacher_logits(plan, teacher, run), first)
+
+
+def test_bare_distill_runs_the_default_pipeline_and_flags_tune_or_remove_it(tmp_path):
+    """No objective given: KD (kl, T = 2) + MI-alpha (0.9, mlp, skip, weight 1), the benchmark's best, and the
+    saved recipe spells it out so --resume reruns the same; --alpha tunes it; --intermediate none removes it."""
+    def planned(*extra):
+        recipe = recipe_from_args(build_parser().parse_args(
+            [*BASE, "--teacher", "bert-tiny", "--out", str(tmp_path / "run"), *extra]))
+        return recipe, plan_distillation(recipe).stages[0]
+
+    recipe, stage = planned()
+    assert (stage.kd.name, stage.kd.temperature) == ("kl", 2.0)
+    [term] = stage.terms
+    assert term.name == "mi" and term.weight == 1.0 and stage.section.intermediate[0].layer_map == "skip"
+    assert next(iter(term.objective.losses.values())).alpha == 0.9
+    saved = recipe.model_dump(mode="json")["distill"]
+    assert saved["kd"]["loss"] == "kl" and saved["intermediate"][0]["loss"] == "mi"  # explicit on resume
+    _, tuned = planned("--alpha", "0.5")
+    assert next(iter(tuned.terms[0].objective.losses.values())).alpha == 0.5 and tuned.kd.name == "kl"
+    _, alone = planned("--intermediate", "none")
+    assert alone.terms == [] and alone.uses_cache and alone.kd.temperature == 2.0
+    _, chosen = planned("--kd-loss", "mse", "--intermediate", "hidden_mse")
+    assert chosen.kd.name == "mse" and [t.name for t in chosen.terms] == ["hidden_mse"]
+
+
+def test_default_pipeline_keeps_what_the_recipe_chose_and_what_the_models_cannot_take():
+    section = DistillSection(kd=KDSection(loss="ce"))
+    assert section.fill_default_pipeline(regression=False, reads_hidden_states=False) == []
+    assert section.kd.loss == "ce" and section.intermediate == []  # a CNN pair: no layers to read by default
+    regression = DistillSection()
+    assert regression.fill_default_pipeline(regression=True, reads_hidden_states=True) == ["intermediate"]
+    assert regression.kd == KDSection()  # regression KD stays mse at T = 1
+    staged = DistillSection(stages=[{"name": "only", "kd": {"loss": "kl"}}])
+    assert staged.fill_default_pipeline(regression=False, reads_hidden_states=True) == []
