@@ -150,7 +150,8 @@ def main() -> None:
         "rte": dict(data_dir=glue / "RTE", seeds=list(range(1, args.rte_seeds + 1)),
                     common=["--max-length", "128", "--batch-size", "16",
                             *(["--max-train-samples", str(args.rte_train)] if args.rte_train else [])],
-                    teacher_args=["--epochs", "3", "--lr", "5e-5"],
+                    # 3 epochs at 5e-5 left MiniLM-L6 at the majority class on dev (52.7%)
+                    teacher_args=["--epochs", "10", "--lr", "3e-5", "--group-by-length"],
                     student_args=["--epochs", str(args.rte_epochs), "--lr", "1e-4", "--group-by-length"]),
     }
     tables, results, reached = [], {}, []
