@@ -48,6 +48,8 @@ def add_augment_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tinybert-copies", type=int, default=None, help="TinyBERT's N (default: the spec's per task)")
     parser.add_argument("--sst2-labelled", type=int, default=2000)
     parser.add_argument("--sst2-unlabeled", type=int, default=None, help="cap on the unlabeled sentences (default all)")
+    parser.add_argument("--sst2-unlabeled-epochs", type=float, default=None,
+                        help="epochs of the unlabeled row (default --sst2-epochs): 30x the data needs fewer passes")
     parser.add_argument("--aug-rows", default=",".join(ROW_KEYS),
                         help=f"rows to run, comma-separated, of: {', '.join(ROW_KEYS)} (default all)")
 
@@ -157,7 +159,8 @@ def run_augment_part(run_once: RunOnce, args: argparse.Namespace, settings: dict
             data_dir, unlabeled = sst2_subset(Path(args.glue), out, args.sst2_labelled, args.sst2_unlabeled)
             setting["data_dir"], prefix = data_dir, data_dir.name
             setting["common"] = common[:common.index("--max-train-samples")] if subset is not None else common
-            pipelines = {STUDENT_ALONE: ALONE, **pipelines, UNLABELED: [*BASE, "--unlabeled", str(unlabeled)]}
+            epochs = ["--epochs", str(args.sst2_unlabeled_epochs)] if args.sst2_unlabeled_epochs else []
+            pipelines = {STUDENT_ALONE: ALONE, **pipelines, UNLABELED: [*BASE, "--unlabeled", str(unlabeled), *epochs]}
             # ~1.5x faster on SST-2's short sentences; these rows never mix with the ungrouped KD-part rows
             setting["student_args"] = [*setting["student_args"], "--group-by-length"]
         teacher, rows = augment_rows(run_once, task, out=out, pipelines=chosen(pipelines, args.aug_rows), prefix=prefix,
