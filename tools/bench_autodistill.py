@@ -19,6 +19,8 @@ Usage::
     python tools/bench_autodistill.py --out runs/bench-auto --tasks rte,sst2 --train 256 --dev 200 --seeds 3
     python tools/bench_autodistill.py --out runs/bench-auto --stages workers --storage postgresql://u@h/db
     python tools/bench_autodistill.py --out runs/bench-auto --stages grid --write-prior distill/auto/prior_trials.csv
+    python tools/bench_autodistill.py --teacher sst2=runs/bench-distill-full/sst2-teacher \
+        --teacher rte=runs/bench-distill-full/rte-teacher --train 2000 --max-length 64 --stages grid,recommend
 """
 from __future__ import annotations
 
@@ -49,11 +51,28 @@ from shrink.runs import atomic_write_json, atomic_write_text  # noqa: E402
 TASK_FOLDERS = {"rte": "RTE", "sst2": "SST-2"}
 GRID_SPACE = {"kd_loss": ["kl", "mse"], "temperature": [2.0], "hard_weight": [0.0, 0.5],
               "intermediate": ["none", "pkd", "mi"], "alpha": [0.9], "critic": ["mlp"], "layer_map": ["skip"],
-              "inter_weight": [0.1], "lr": [1e-4]}
+              "inter_weight": [0.1], "lr": [1e-4],
+              # no augmentation: without these two the grid enumerated every policy (thousands of pipelines)
+              "augment_policy": ["none"], "mixup": [False]}
 
 
-def base_recipe(task: str, args: argparse.Namespace, teacher: str = "minilm-l6") -> dict[str, Any]:
-    """The raw recipe every study of ``task`` starts from."""
+def given_teacher(task: str, args: argparse.Namespace) -> str | None:
+    """The fine-tuned teacher ``--teacher TASK=DIR`` names for ``task`` (a path, resolved), or None."""
+    for entry in args.teacher:
+        name, _, folder = entry.partition("=")
+        if name == task:
+            return str(Path(folder).resolve())
+    return None
+
+
+def tuned_teacher(task: str, args: argparse.Namespace) -> str:
+    """The teacher the grid used: the given one, else the one the grid fine-tuned on the task subset."""
+    return given_teacher(task, args) or str((Path(args.out) / task / "grid" / "teacher").resolve())
+
+
+def base_recipe(task: str, args: argparse.Namespace, teacher: str | None = None) -> dict[str, Any]:
+    """The raw recipe every study of ``task`` starts from: the given teacher, else MiniLM-L6 fine-tuned first."""
+    teacher = teacher or given_teacher(task, args) or "minilm-l6"
     return {
         "data": {"dataset": task, "data_dir": str(Path(args.data_root) / TASK_FOLDERS[task]),
                  "max_length": args.max_length, "max_train_samples": args.train, "max_eval_samples": args.dev},
@@ -96,7 +115,7 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_search(task: str, args: argparse.Namespace, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """TPE + Hyperband per seed with a quarter of the grid's compute as its time budget."""
     grid_compute = sum(float(r["wall_s"] or 0) for r in grid)
-    teacher = str((Path(args.out) / task / "grid" / "teacher").resolve())
+    teacher = tuned_teacher(task, args)
     results = []
     for seed in range(args.seeds):
         folder = Path(args.out) / task / f"search-{seed}"
@@ -138,8 +157,9 @@ def run_workers(task: str, args: argparse.Namespace) -> dict[str, Any]:
     """Wall time of ``--worker-trials`` trials with one worker, then with two, on one storage."""
     folder = Path(args.out) / task / "workers"
     folder.mkdir(parents=True, exist_ok=True)
-    tuned = Path(args.out) / task / "grid" / "teacher"
-    raw = base_recipe(task, args, str(tuned.resolve()) if (tuned / "model").is_dir() else "minilm-l6")
+    tuned = Path(tuned_teacher(task, args))
+    raw = base_recipe(task, args, str(tuned) if (tuned / "model").is_dir() or (tuned / "config.json").is_file()
+                      else "minilm-l6")
     raw["auto"]["pruner"] = "none"
     recipe_file = folder / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -175,6 +195,9 @@ def main() -> None:
     parser.add_argument("--storage", help="storage of the workers stage (default: SQLite in --out)")
     parser.add_argument("--worker-trials", type=int, default=4)
     parser.add_argument("--write-prior", help="write the grids' trial tables to this CSV (the shipped prior)")
+    parser.add_argument("--teacher", action="append", default=[], metavar="TASK=DIR",
+                        help="a teacher already fine-tuned on TASK (e.g. on the full training set: a `shrink train` "
+                             "run); default: MiniLM-L6 fine-tuned on the --train subset, which stays near chance")
     args = parser.parse_args()
     stages, tasks = args.stages.split(","), args.tasks.split(",")
     results: dict[str, Any] = {"settings": vars(args)}
