@@ -96,7 +96,8 @@ def augment_rows(run_once: RunOnce, task: str, data_dir: Path, out: Path, seeds:
                  teacher_args: list[str], student_args: list[str], pipelines: dict[str, list[str]],
                  prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The teacher run and one row per (pipeline, seed)."""
-    base = ["--task", task, "--data-dir", str(data_dir), *common]
+    # epochs chosen on a training holdout, as in the KD part (the SST-2 rows of 2026-12-02 still chose on dev)
+    base = ["--task", task, "--data-dir", str(data_dir), "--select-on", "train-holdout", *common]
     teacher_dir = out / f"{prefix}-teacher"
     teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], teacher_dir)
     rows = []
