@@ -161,10 +161,12 @@ def plan_distillation(recipe: DistillRecipe) -> DistillPlan:
     student, tokenizer = build_student(section.student_init, StudentRequest(
         recipe.model.name, task, feature_member.model, feature_member.tokenizer, section.student_layers,
         recipe.model.args))
-    if section.fill_default_pipeline(task.is_regression, reads_hidden_states=all(
-            hasattr(model, "config") for model in (student, feature_member.model))):
-        process_state().print("objectives: the default pipeline, KD (kl, T = 2) + MI-alpha (alpha 0.9, mlp critic, "
-                              "skip map) where unset; --intermediate none for KD alone")
+    filled = section.fill_default_pipeline(task.is_regression, reads_hidden_states=all(
+        hasattr(model, "config") for model in (student, feature_member.model)))
+    if filled:
+        parts = {"kd": "KD (kl, T = 2)", "intermediate": "MI-alpha (alpha 0.9, mlp critic, skip map)"}
+        process_state().print(f"objectives left unset: the default pipeline's {' + '.join(parts[k] for k in filled)}"
+                              f"{'; --intermediate none for KD alone' if 'intermediate' in filled else ''}")
     max_length = recipe.data.max_length
     teacher_collate = make_collate(task, feature_member.tokenizer, max_length)
     separate = not same_tokenizer(tokenizer, feature_member.tokenizer)
