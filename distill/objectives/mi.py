@@ -136,6 +136,11 @@ class MILoss(nn.Module):
         else:
             log_q = torch.full((u_teacher.shape[0],), self.constant_baseline, device=u_teacher.device)
         scores = gather_rows(u_student) @ gather_rows(u_teacher).T
+        if scores.shape[0] == 1:
+            # An epoch's last batch can hold one example (N mod B == 1): with no negatives there is no
+            # bound to estimate, so this batch adds nothing (the graph is kept for the backward pass).
+            self.last_k = 1
+            return scores.sum() * 0.0
         bound = interpolated_bound(scores, gather_rows(log_q), self.alpha_logit)
         self.last_k = scores.shape[0]
         self.last_mi = bound.detach()
