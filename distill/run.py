@@ -163,10 +163,10 @@ def plan_distillation(recipe: DistillRecipe) -> DistillPlan:
         recipe.model.args))
     filled = section.fill_default_pipeline(task.is_regression, reads_hidden_states=all(
         hasattr(model, "config") for model in (student, feature_member.model)))
-    if filled:
-        parts = {"kd": "KD (kl, T = 2)", "intermediate": "MI-alpha (alpha 0.9, mlp critic, skip map)"}
-        process_state().print(f"objectives left unset: the default pipeline's {' + '.join(parts[k] for k in filled)}"
-                              f"{'; --intermediate none for KD alone' if 'intermediate' in filled else ''}")
+    if filled:  # the values themselves show in the stage line; naming them here again would go stale
+        hint = "; --intermediate none for KD alone" if "intermediate" in filled else ""
+        process_state().print(f"objectives left unset ({', '.join(filled)}) take the default pipeline's values "
+                              f"(see the stage line){hint}")
     max_length = recipe.data.max_length
     teacher_collate = make_collate(task, feature_member.tokenizer, max_length)
     separate = not same_tokenizer(tokenizer, feature_member.tokenizer)
