@@ -433,8 +433,9 @@ def test_feature_zero_of_a_model_with_projected_embeddings_is_hidden_state_zero(
 def test_mi_alpha_on_a_one_example_batch_adds_nothing_instead_of_failing():
     """An epoch's last batch can hold one example (N mod B == 1); training must go on through it."""
     mi = MILoss(8, 6, alpha=0.9)
+    assert mi(torch.randn(4, 5, 8), torch.randn(4, 5, 6)).item() != 0.0 and mi.last_mi is not None
     student = torch.randn(1, 5, 8, requires_grad=True)
     loss = mi(student, torch.randn(1, 5, 6))
     loss.backward()
-    assert loss.item() == 0.0 and mi.last_k == 1 and student.grad is not None
-    assert mi(torch.randn(4, 5, 8), torch.randn(4, 5, 6)).item() != 0.0  # a real batch still estimates
+    # no estimate for this batch, and none left over from the previous one
+    assert loss.item() == 0.0 and mi.last_k == 1 and mi.last_mi is None and student.grad is not None

@@ -23,10 +23,11 @@ import argparse
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from glue_runs import run_once, student_flags, task_flags
 from shrink.runs import atomic_write_text
 
 BASE = ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "hidden_mse", "--layer-map", "skip"]
@@ -37,7 +38,6 @@ STUDENT_ALONE = "student alone (labelled subset)"
 # --aug-rows keys -> pipeline names
 ROW_KEYS = {"alone": STUDENT_ALONE, "none": NO_AUGMENTATION, "embedding": "KD + MSE + embedding,swap",
             "tinybert": "KD + MSE + tinybert", "mixup": "KD + MSE + mixup", "unlabeled": UNLABELED}
-RunOnce = Callable[[str, list[str], Path], dict[str, Any]]
 
 
 def add_augment_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,21 +92,20 @@ def sst2_subset(glue: Path, out: Path, labelled: int, unlabeled: int | None, see
     return folder, unlabeled_file
 
 
-def augment_rows(run_once: RunOnce, task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
+def augment_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
                  teacher_args: list[str], student_args: list[str], pipelines: dict[str, list[str]],
                  prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The teacher run and one row per (pipeline, seed)."""
-    # epochs chosen on a training holdout, as in the KD part (the SST-2 rows of 2026-12-02 still chose on dev)
-    base = ["--task", task, "--data-dir", str(data_dir), "--select-on", "train-holdout", *common]
+    # the SST-2 rows of 2026-12-02 were run before the holdout selection and chose their epochs on dev
+    base = task_flags(task, data_dir, common)
     teacher_dir = out / f"{prefix}-teacher"
     teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], teacher_dir)
     rows = []
     for name, flags in pipelines.items():
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         for seed in seeds:
-            metrics = run_once("distill", ["--teacher", str(teacher_dir), "--student-init", "from_teacher",
-                                           "--student-layers", "3", *base, *student_args, *flags,
-                                           "--seed", str(seed)], out / f"{prefix}-aug-{slug}-s{seed}")
+            metrics = run_once("distill", [*student_flags(teacher_dir, seed), *base, *student_args, *flags],
+                               out / f"{prefix}-aug-{slug}-s{seed}")
             rows.append({"task": task, "pipeline": name, "seed": seed, "metrics": metrics})
     return teacher, rows
 
@@ -147,7 +146,7 @@ def augment_goals(table: list[dict[str, Any]], primary: str) -> dict[str, Any]:
             "met": gain >= 1}
 
 
-def run_augment_part(run_once: RunOnce, args: argparse.Namespace, settings: dict[str, dict[str, Any]],
+def run_augment_part(args: argparse.Namespace, settings: dict[str, dict[str, Any]],
                      out: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """Every task's augmentation rows: (tables, results for the JSON, goals)."""
     tables, results, reached = [], {}, []
@@ -164,7 +163,7 @@ def run_augment_part(run_once: RunOnce, args: argparse.Namespace, settings: dict
             pipelines = {STUDENT_ALONE: ALONE, **pipelines, UNLABELED: [*BASE, "--unlabeled", str(unlabeled), *epochs]}
             # ~1.5x faster on SST-2's short sentences; these rows never mix with the ungrouped KD-part rows
             setting["student_args"] = [*setting["student_args"], "--group-by-length"]
-        teacher, rows = augment_rows(run_once, task, out=out, pipelines=chosen(pipelines, args.aug_rows), prefix=prefix,
+        teacher, rows = augment_rows(task, out=out, pipelines=chosen(pipelines, args.aug_rows), prefix=prefix,
                                      **setting)
         table = summarise_augment(teacher, rows, task)
         tables.extend(table)

@@ -36,46 +36,20 @@ from typing import Any
 
 from bench_augment import add_augment_flags, run_augment_part
 from bench_prune_transformers import add_prune_flags, interleaved_latency, prune_rows
+from glue_runs import KD_ROWS, run_once, student_flags, task_flags, write_results
 from shrink.report import markdown_table, print_table
-from shrink.runs import RunDir, atomic_write_json
-
-ROWS: dict[str, list[str]] = {
-    "no distillation": ["--kd-weight", "0", "--hard-weight", "1", "--intermediate", "none"],
-    "KD": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "none"],
-    "KD + MSE": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "hidden_mse", "--layer-map", "skip"],
-    "KD + MI-alpha": ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "mi", "--alpha", "0.9",
-                      "--critic", "mlp", "--layer-map", "skip"],
-}
-
-
-def run_once(command: str, args: list[str], out: Path) -> dict[str, Any]:
-    """Run ``shrink train``, ``distill`` or ``prune`` into ``out`` unless a complete run is there; return its metrics."""
-    if not RunDir(out).is_complete():
-        if command == "distill":
-            from distill.cli import main
-        elif command == "prune":
-            from prune.cli import main
-        else:
-            from shrink.cli import main
-            args = ["train", *args]
-        started = (out / "recipe.yaml").exists()  # an interrupted run continues from its checkpoint
-        main([*args, "--out", str(out), "--resume" if started else "--overwrite", "--no-progress"])
-    return json.loads((out / "metrics.json").read_text())
-
 
 def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
               teacher_args: list[str], student_args: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
     """The teacher run and one result row per (pipeline, seed) for ``task``."""
-    # the best epoch is chosen on a training holdout, so the dev scores compared here are not selected on
-    base = ["--task", task, "--data-dir", str(data_dir), "--select-on", "train-holdout", *common]
+    base = task_flags(task, data_dir, common)
     teacher = run_once("train", ["--model", "minilm-l6", *base, *teacher_args], out / f"{task}-teacher")
     rows = []
-    for name, flags in ROWS.items():
+    for name, flags in KD_ROWS.items():
         for seed in seeds:
             slug = name.lower().replace(" + ", "-").replace(" ", "-")
-            metrics = run_once("distill", ["--teacher", str(out / f"{task}-teacher"), "--student-init", "from_teacher",
-                                           "--student-layers", "3", *base, *student_args, *flags,
-                                           "--seed", str(seed)], out / f"{task}-{slug}-s{seed}")
+            metrics = run_once("distill", [*student_flags(out / f"{task}-teacher", seed), *base, *student_args,
+                                           *flags], out / f"{task}-{slug}-s{seed}")
             rows.append({"task": task, "pipeline": name, "seed": seed, "metrics": metrics})
     seq_len = int(common[common.index("--max-length") + 1])
     latency = side_by_side_latency(out / f"{task}-teacher" / "model", out / f"{task}-kd-s{seeds[0]}" / "model", seq_len)
@@ -97,7 +71,7 @@ def summarise(teacher: dict[str, Any], rows: list[dict[str, Any]], latency: dict
     teacher_score = teacher["dev"][primary]
     table = [{"task": rows[0]["task"], "pipeline": "teacher (MiniLM-L6)", "seeds": 1, primary: teacher_score,
               "spread": 0.0, "retention": 1.0, "params": teacher["params"], "latency ratio": 1.0}]
-    for name in ROWS:
+    for name in KD_ROWS:
         runs = [r["metrics"] for r in rows if r["pipeline"] == name]
         scores = [m["student_dev"][primary] for m in runs]
         student = runs[0]["student_figures"]
@@ -113,7 +87,7 @@ def summarise(teacher: dict[str, Any], rows: list[dict[str, Any]], latency: dict
 def goals(table: list[dict[str, Any]], primary: str) -> dict[str, Any]:
     """The best KD pipeline against the student alone: gain in points, retention, latency ratio."""
     alone = next(row for row in table if row["pipeline"] == "no distillation")
-    distilled = [row for row in table if row["pipeline"] in ROWS and row["pipeline"] != "no distillation"]
+    distilled = [row for row in table if row["pipeline"] in KD_ROWS and row["pipeline"] != "no distillation"]
     best = max(distilled, key=lambda row: row[primary])
     return {"task": best["task"], "best KD pipeline": best["pipeline"],
             "gain over student alone (points)": 100 * (best[primary] - alone[primary]),
@@ -163,13 +137,12 @@ def main() -> None:
         results[task] = {"settings": {k: str(v) for k, v in settings[task].items()}, "table": table,
                          "latency_batch1": latency, "goals": reached[-1]}
     if args.only in (None, "augment"):
-        augment_tables, augment_results, augment_reached = run_augment_part(run_once, args, settings, out)
+        augment_tables, augment_results, augment_reached = run_augment_part(args, settings, out)
         results.update(augment_results)
     if args.only in (None, "prune"):
-        prune_table, results["sst2-prune"] = prune_rows(run_once, args, settings["sst2"], out)
+        prune_table, results["sst2-prune"] = prune_rows(args, settings["sst2"], out)
     results["minutes"] = (time.perf_counter() - start) / 60
-    atomic_write_json(out / "bench_distill.json", results)
-    print(json.dumps(results, indent=2))
+    print(json.dumps(write_results(out / "bench_distill.json", results), indent=2))
     if tables:
         print_table("distillation benchmark (dev scores; latency ratio = teacher / student at batch 1)", tables)
         print(markdown_table(tables))

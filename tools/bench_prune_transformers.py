@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-RunOnce = Callable[[str, list[str], Path], dict[str, Any]]
+from glue_runs import KD_ROWS, run_once, student_flags, task_flags
+
 DEPTH = "depth: 3-layer student, KD + MSE"
 # pruned rows: name -> (run folder, extra prune flags)
 PRUNED = {"width: heads + FFN pruned, KD + MSE": ("sst2-prune-width", []),
@@ -45,19 +46,15 @@ def interleaved_latency(dirs: dict[str, Path], seq_len: int, batch_size: int = 1
                             min_time_s=min_time_s, rounds=rounds)
 
 
-def prune_rows(run_once: RunOnce, args: argparse.Namespace, setting: dict[str, Any], out: Path
+def prune_rows(args: argparse.Namespace, setting: dict[str, Any], out: Path
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The teacher, the depth-distilled student and the pruned models (width; depth + width) on SST-2: (table,
     results)."""
-    from bench_distill import ROWS
-
-    base = ["--task", "sst2", "--data-dir", str(setting["data_dir"]), "--select-on", "train-holdout",
-            *setting["common"]]
+    base = task_flags("sst2", setting["data_dir"], setting["common"])
     teacher = run_once("train", ["--model", "minilm-l6", *base, *setting["teacher_args"]], out / "sst2-teacher")
     teacher_dir = out / "sst2-teacher" / "model"
-    depth = run_once("distill", ["--teacher", str(out / "sst2-teacher"), "--student-init", "from_teacher",
-                                 "--student-layers", "3", *base, *setting["student_args"], *ROWS["KD + MSE"],
-                                 "--seed", "1"], out / "sst2-kd-mse-s1")
+    depth = run_once("distill", [*student_flags(out / "sst2-teacher", 1), *base, *setting["student_args"],
+                                 *KD_ROWS["KD + MSE"]], out / "sst2-kd-mse-s1")
     macs_ratio = teacher["macs"] / depth["student_figures"]["macs"]
     student = setting["student_args"]  # the pruned models finetune as the student trains
     epochs, lr = student[student.index("--epochs") + 1], student[student.index("--lr") + 1]

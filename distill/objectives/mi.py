@@ -139,7 +139,7 @@ class MILoss(nn.Module):
         if scores.shape[0] == 1:
             # An epoch's last batch can hold one example (N mod B == 1): with no negatives there is no
             # bound to estimate, so this batch adds nothing (the graph is kept for the backward pass).
-            self.last_k = 1
+            self.last_k, self.last_mi = 1, None
             return scores.sum() * 0.0
         bound = interpolated_bound(scores, gather_rows(log_q), self.alpha_logit)
         self.last_k = scores.shape[0]
