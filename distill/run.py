@@ -60,8 +60,8 @@ from shrink.bench import size_on_disk
 from shrink.data import TaskData, make_collate
 from shrink.digest import dataset_digest, state_digest, value_digest
 from shrink.errors import UserError
-from shrink.experiment import (Experiment, default_output_dir, fit, load_task, model_figures, open_run, selected_on,
-                               train_and_report)
+from shrink.experiment import (Experiment, default_output_dir, fit, fix_selection, load_task, model_figures, open_run,
+                               selected_on, train_and_report)
 from shrink.modelcard import ModelCard
 from shrink.models import load_model
 from shrink.recipe import ModelSection, Recipe, TrainConfig, read_yaml
@@ -149,7 +149,7 @@ def plan_distillation(recipe: DistillRecipe) -> DistillPlan:
     teacher_class(len(names), section.teacher_kind)
     if section.feature_teacher >= len(names):
         raise UserError(f"feature_teacher {section.feature_teacher} is not a teacher index; use 0..{len(names) - 1}")
-    task = load_task(recipe)
+    task = fix_selection(load_task(recipe), recipe.train)  # a holdout never holds augmented copies
     set_seed(seed)  # preset teachers and students start from seeded random weights
     members = [load_teacher_member(name, task, **section.teacher_args) for name in names]
     for member in members[1:]:

@@ -11,6 +11,7 @@ Usage::
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,24 @@ def selection_splits(task: TaskData, config: TrainConfig) -> tuple[Dataset, Data
     """
     if config.select_on == "dev":
         return task.train, task.dev
+    if task.selection is not None:
+        return task.train, task.selection
     size = len(task.train)  # type: ignore[arg-type]
     kept, held = holdout_split(size, HOLDOUT_FRACTION, config.seed, "--select-on train-holdout")
     return Subset(task.train, kept), Subset(task.train, held)
+
+
+def fix_selection(task: TaskData, config: TrainConfig) -> TaskData:
+    """The task with its ``train-holdout`` taken now (``train`` the kept part, ``selection`` the held one), so that
+    what is added to ``train`` later (augmented copies, unlabeled text) is never held out and no copy of a held-out
+    example is trained on; the task unchanged when the best epoch is chosen on dev.
+
+    Usage: ``task = fix_selection(task, recipe.train)``
+    """
+    if config.select_on == "dev" or task.selection is not None:
+        return task
+    train, held = selection_splits(task, config)
+    return dataclasses.replace(task, train=train, selection=held)
 
 
 def holdout_split(total: int, fraction: float, seed: int, needed_by: str) -> tuple[list[int], list[int]]:

@@ -284,6 +284,23 @@ def test_an_unlabeled_distill_run_distils_on_teacher_labelled_text(tmp_path):
     assert load_file(tmp_path / "run" / "teacher_logits.safetensors")["logits"].shape == (28, 2)
 
 
+def test_a_training_holdout_is_taken_before_augmentation_and_unlabeled_text_join(tmp_path):
+    from distill.cli import build_parser, recipe_from_args
+    from distill.run import plan_distillation
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("a good film\ndull and boring plot\n")
+    args = [*TINY, "--augment", "swap", "--aug-copies", "1", "--unlabeled", str(raw), "--select-on", "train-holdout",
+            "--out", str(tmp_path / "run")]
+    plan = plan_distillation(recipe_from_args(build_parser().parse_args(args)))
+    kept, held = plan.task.train.indices, plan.task.selection.indices
+    assert len(held) == 2 and sorted(kept + held) == list(range(16))  # a seeded 10% of the 16 labelled examples
+    main(args)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["augmentation"]["unlabeled_examples"] == 2
+    assert metrics["stages"][0]["steps"] == 4  # (14 kept + 2 unlabeled) and a copy of each, batches of 8
+
+
 def test_cutmix_doubles_image_batches_in_a_two_stage_vision_run(tmp_path):
     from tests.test_distill_cli import VISION
 

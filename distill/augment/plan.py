@@ -113,9 +113,6 @@ def plan_augmentation(section: AugmentSection, task: TaskData, models: TaskModel
                         "use --mixup (with cutmix) for images, or drop the policy")
     if section.unlabeled and not text:
         raise UserError(f"--unlabeled takes text, but {task.name} is image data")
-    if recipe.train.select_on != "dev" and (section.policy or section.unlabeled):
-        raise UserError("--select-on train-holdout would hold out augmented and unlabeled examples too; "
-                        "use --select-on dev with augmentation or --unlabeled")
     if section.unlabeled and any(stage.kd is None and not stage.intermediate for stage in stages):
         raise UserError("unlabeled text is learnt from the teacher, but a stage has no KD or intermediate term; "
                         "give every stage a teacher objective, or drop --unlabeled")

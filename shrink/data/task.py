@@ -37,6 +37,8 @@ class TaskData:
     label_names: list[str] | None
     image_shape: tuple[int, int, int] | None = None
     tokenizer: object | None = None
+    # the split the best epoch is chosen on when it was fixed before training (see shrink.experiment.fix_selection)
+    selection: Dataset | None = None
 
 
 @dataclass(frozen=True)
