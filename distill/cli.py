@@ -58,6 +58,8 @@ INTERMEDIATE_FLAGS: FlagTable = {
     "alpha": ("alpha", float, "MI-alpha's alpha in [0, 1] (0.9 default of the reference)"),
     "critic": ("critic", str, "MI critic: mlp or transformer"),
     "inter_weight": ("weight", float, "weight of each intermediate term"),
+    "inter_lr_scale": ("lr_scale", float, "learning-rate multiplier of the intermediate terms' own parameters "
+                                          "(MI critics, projections; default 1: the student's lr)"),
 }
 
 

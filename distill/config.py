@@ -67,7 +67,8 @@ class IntermediateSection(Section):
     Hugging Face models are read at their embeddings and layers; other models need ``teacher_layers`` and
     ``student_layers``: module paths (``layer1``, ``blocks.3``) whose outputs are feature indices 0, 1, ...
     ``alpha`` and ``critic`` configure the MI losses; ``options`` passes further loss arguments; ``features``,
-    when given, is checked against what the loss reads (hidden or attention).
+    when given, is checked against what the loss reads (hidden or attention). ``lr_scale`` multiplies the
+    learning rate of the objective's own parameters (MI critics, projections), which start from random weights.
     Usage: ``IntermediateSection(loss="mi", alpha=0.9, critic="mlp", layer_map="skip")``
     """
 
@@ -77,6 +78,7 @@ class IntermediateSection(Section):
     features: Literal["hidden", "attention"] | None = None
     alpha: float | None = None
     critic: str | None = None
+    lr_scale: float = Field(1.0, gt=0)
     teacher_layers: list[str] | None = None
     student_layers: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)

@@ -282,6 +282,8 @@ def build_term(section: IntermediateSection, reduction: str, student: nn.Module,
     except TypeError as err:
         raise UserError(f"intermediate loss '{section.loss}' does not take the options {sorted(options)}: "
                         f"{err}") from None
+    if section.lr_scale != 1:
+        objective.lr_scale = section.lr_scale  # read by the engine's optimizer (shrink.optim)
     if kind == "hidden":
         objective.drop_pairs(uninformative_pairs(objective, *samples))
     used_student = sorted({s for _, s in objective.layer_map.all_pairs()})

@@ -3,7 +3,9 @@
 ``optimizer: adamw`` (the default; no weight decay on biases and normalisation weights) or ``sgd`` (momentum,
 decay on every parameter, as the CIFAR ResNet recipes train). ``schedule``: ``linear``, ``cosine`` or
 ``constant`` (Transformers' schedules, after ``warmup_ratio`` of the steps) or ``multistep`` (the lr is
-multiplied by ``gamma`` at each epoch in ``milestones``, after the same warmup).
+multiplied by ``gamma`` at each epoch in ``milestones``, after the same warmup). A submodule with an ``lr_scale``
+attribute trains its parameters at ``lr * lr_scale`` (a distillation critic that starts from random weights
+learns faster than the student it scores); the schedules keep that ratio.
 
 Usage::
 
@@ -27,10 +29,11 @@ def make_optimizer(config: TrainConfig, modules: Sequence[nn.Module], lr: float)
 
     Usage: ``make_optimizer(TrainConfig(optimizer="sgd", momentum=0.9), [model], lr=0.1)``
     """
+    decays = config.optimizer != "sgd"  # SGD, as the CIFAR recipes train, decays every parameter
+    groups = _param_groups(modules, config.weight_decay, lr, decay_all=not decays)
     if config.optimizer == "sgd":
-        params = [param for module in modules for param in module.parameters() if param.requires_grad]
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(_decay_groups(modules, config.weight_decay), lr=lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int,
@@ -51,14 +54,23 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _decay_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and normalisation weights (1-d tensors), as is standard for AdamW."""
-    decay, no_decay = [], []
+def _param_groups(modules: Sequence[nn.Module], weight_decay: float, lr: float,
+                  decay_all: bool) -> list[dict[str, Any]]:
+    """Groups by (lr scale, decay): no weight decay on biases and normalisation weights (1-d tensors), as is
+    standard for AdamW, unless ``decay_all``; each submodule's ``lr_scale`` applies to all its parameters."""
+    scales: dict[int, float] = {}
+    for module in modules:
+        for sub in module.modules():  # outer modules first: an inner lr_scale overrides an outer one
+            if hasattr(sub, "lr_scale"):
+                scales.update({id(param): float(sub.lr_scale) for param in sub.parameters()})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for module in modules:
         for param in module.parameters():
             if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                key = (scales.get(id(param), 1.0), decay_all or param.ndim > 1)
+                groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0}
+            for (scale, decay), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))]
 
 
 __all__ = ["make_optimizer", "make_scheduler"]

@@ -213,6 +213,8 @@ def test_bare_distill_runs_the_default_pipeline_and_flags_tune_or_remove_it(tmp_
     assert next(iter(tuned.terms[0].objective.losses.values())).alpha == 0.5 and tuned.kd.name == "kl"
     _, alone = planned("--intermediate", "none")
     assert alone.terms == [] and alone.uses_cache and alone.kd.temperature == 2.0
+    _, faster = planned("--inter-lr-scale", "10")
+    assert faster.terms[0].objective.lr_scale == 10.0
     _, chosen = planned("--kd-loss", "mse", "--intermediate", "hidden_mse")
     assert chosen.kd.name == "mse" and [t.name for t in chosen.terms] == ["hidden_mse"]
 

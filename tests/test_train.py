@@ -342,3 +342,20 @@ def test_piped_output_gets_one_line_per_epoch_and_no_bar(capsys):
     assert "train_loss" in lines[0] and "accuracy" in lines[0] and "\r" not in out + err
     make_trainer(epochs=2, progress=True, verbosity="quiet").fit()
     assert "epoch" not in capsys.readouterr().out
+
+
+def test_a_submodules_lr_scale_trains_it_faster_through_the_schedule_and_keeps_adamws_decay_groups():
+    from shrink.optim import make_optimizer, make_scheduler
+
+    student, critic = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), nn.Linear(4, 2)
+    critic.lr_scale = 10.0  # as distill sets it on an intermediate term (--inter-lr-scale)
+    optimizer = make_optimizer(TrainConfig(weight_decay=0.1), [nn.ModuleDict({"s": student, "c": critic})], lr=1e-4)
+    scheduler = make_scheduler(TrainConfig(warmup_ratio=0.0), optimizer, total_steps=10, steps_per_epoch=5)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    group_of = {id(param): group for group in optimizer.param_groups for param in group["params"]}
+    student_lr, critic_lr = group_of[id(student[0].weight)]["lr"], group_of[id(critic.weight)]["lr"]
+    assert student_lr == pytest.approx(5e-5) and critic_lr == pytest.approx(5e-4)  # half-way down the linear decay
+    assert group_of[id(critic.weight)]["weight_decay"] == 0.1 and group_of[id(critic.bias)]["weight_decay"] == 0.0
+    assert group_of[id(student[1].weight)]["weight_decay"] == 0.0
