@@ -56,8 +56,9 @@ _EPOCH_LISTENERS: list[EpochListener] = []
 
 @contextlib.contextmanager
 def epoch_listener(listener: EpochListener) -> Iterator[None]:
-    """Call ``listener(entry)`` with each epoch's history entry (epoch, train loss, dev metrics) of every
-    Trainer in this process while the block runs; an exception it raises stops training (a search's pruner).
+    """Call ``listener(entry)`` with each epoch's history entry (epoch, train loss, dev metrics; ``last`` True
+    after the final epoch) of every Trainer in this process while the block runs; an exception it raises stops
+    training (a search's pruner).
 
     Usage: ``with epoch_listener(lambda entry: print(entry["accuracy"])): trainer.fit()``
     """
@@ -382,7 +383,7 @@ class Trainer:
         self._log({("train/epoch_loss" if key == "train_loss" else f"dev/{key}"): value
                    for key, value in entry.items() if key not in ("epoch", "step")})
         for listener in list(_EPOCH_LISTENERS):
-            listener(entry)
+            listener({**entry, "last": prog.step >= self.total_steps})
         if lines_on(self.config.progress, self.config.verbosity):
             epochs = math.ceil(self.total_steps / self.steps_per_epoch)
             figures = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))

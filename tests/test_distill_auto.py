@@ -123,6 +123,14 @@ def test_pruner_stops_a_trial_with_a_poor_first_epoch():
         reporter(poor)({"epoch": 1, "accuracy": 0.3})
 
 
+def test_a_spent_timeout_stops_a_running_trial_at_its_next_epoch_but_keeps_a_finished_one():
+    study = optuna.create_study(direction="maximize")
+    spent = TrialObjective(demo_space(), Path("unused"), ["score"], "accuracy", deadline=time.monotonic() - 1)
+    with pytest.raises(optuna.TrialPruned, match="--timeout is spent"):
+        spent._reporter(study.ask())({"epoch": 1, "accuracy": 0.9, "last": False})
+    spent._reporter(study.ask())({"epoch": 2, "accuracy": 0.9, "last": True})  # its last epoch: the result counts
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     import torch

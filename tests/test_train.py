@@ -359,3 +359,13 @@ def test_a_submodules_lr_scale_trains_it_faster_through_the_schedule_and_keeps_a
     assert student_lr == pytest.approx(5e-5) and critic_lr == pytest.approx(5e-4)  # half-way down the linear decay
     assert group_of[id(critic.weight)]["weight_decay"] == 0.1 and group_of[id(critic.bias)]["weight_decay"] == 0.0
     assert group_of[id(student[1].weight)]["weight_decay"] == 0.0
+
+
+def test_epoch_listeners_hear_every_epoch_and_which_is_the_last():
+    from shrink.train import epoch_listener
+
+    heard = []
+    with epoch_listener(heard.append):
+        make_trainer(epochs=2).fit()
+    assert [(entry["epoch"], entry["last"]) for entry in heard] == [(1, False), (2, True)]
+    assert "accuracy" in heard[0]

@@ -243,8 +243,9 @@ class TrialObjective:
     Usage: ``study.optimize(TrialObjective(space, folder, ["score"], "accuracy"), n_trials=4)``
     """
 
-    def __init__(self, space: SearchSpace, folder: Path, objectives: list[str], primary: str) -> None:
-        self.space, self.folder, self.primary = space, folder, primary
+    def __init__(self, space: SearchSpace, folder: Path, objectives: list[str], primary: str,
+                 deadline: float | None = None) -> None:
+        self.space, self.folder, self.primary, self.deadline = space, folder, primary, deadline
         self.names, self.objectives = objectives, [OBJECTIVES.get(name) for name in objectives]
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -274,16 +275,18 @@ class TrialObjective:
         return values[0] if len(values) == 1 else values
 
     def _reporter(self, trial: optuna.Trial) -> Callable[[dict[str, float]], None]:
-        """Report each epoch's dev score (retention's numerator; the teacher is the same in every trial)."""
+        """Report each epoch's dev score (retention's numerator; the teacher is the same in every trial) and stop
+        the trial after an epoch that ends past the deadline (``time.monotonic()``), unless it was its last."""
         multi = len(self.objectives) > 1  # Optuna prunes single-objective studies only
 
         def report(entry: dict[str, float]) -> None:
-            if multi or self.primary not in entry:
-                return
-            trial.report(entry[self.primary], int(entry["epoch"]))
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {int(entry['epoch'])}: "
-                                         f"{self.primary} {entry[self.primary]:.4g}")
+            epoch = int(entry["epoch"])
+            if not multi and self.primary in entry:
+                trial.report(entry[self.primary], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.primary} {entry[self.primary]:.4g}")
+            if self.deadline is not None and time.monotonic() >= self.deadline and not entry.get("last"):
+                raise optuna.TrialPruned(f"stopped after epoch {epoch}: the worker's --timeout is spent")
         return report
 
 
@@ -386,7 +389,8 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
     budget = TrialBudget(auto.trials)
     if budget.spent(study) < auto.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(TrialObjective(space, folder, auto.objectives, primary), timeout=auto.timeout,
+        deadline = time.monotonic() + auto.timeout if auto.timeout else None
+        study.optimize(TrialObjective(space, folder, auto.objectives, primary, deadline), timeout=auto.timeout,
                        callbacks=[budget], catch=TRIAL_ERRORS, gc_after_trial=True)
     outputs = write_outputs(study, space, folder, auto, storage_spec)
     return AutoResult(study, folder, space, outputs)
