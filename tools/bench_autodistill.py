@@ -5,7 +5,8 @@ A small enumerable space (12 pipelines: KD kl/mse x hard-label weight 0/0.5 x in
 on GLUE task subsets.
 
 * **grid**: every pipeline once per task (the ground truth; also the prior table's rows);
-* **search**: TPE + Hyperband with a time budget of a quarter of the grid's measured compute, per seed;
+* **search**: TPE + Hyperband with a time budget of a quarter of the grid's measured compute (less one epoch, the
+  most a running trial overruns ``--timeout``), per seed;
   reports best-of-grid, best found and compute spent;
 * **recommend**: for each task, a regressor trained on the *other* tasks' grids ranks this task's
   pipelines; reports the best real score among its top 3 against best-of-grid;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -113,14 +115,17 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_search(task: str, args: argparse.Namespace, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TPE + Hyperband per seed with a quarter of the grid's compute as its time budget."""
+    """TPE + Hyperband per seed with a quarter of the grid's compute as its time budget (less one epoch, the most
+    a running trial overruns it)."""
     grid_compute = sum(float(r["wall_s"] or 0) for r in grid)
+    # --timeout stops a running trial at its next epoch's end: keep one grid epoch in hand for that overrun
+    epoch_s = statistics.median(float(r["wall_s"]) for r in grid if r["state"] == "complete") / args.epochs
     teacher = tuned_teacher(task, args)
     results = []
     for seed in range(args.seeds):
         folder = Path(args.out) / task / f"search-{seed}"
-        recipe = study(base_recipe(task, args, teacher), folder, trials=1000, timeout=grid_compute / 4, seed=seed,
-                       study_name=f"search-{seed}")
+        recipe = study(base_recipe(task, args, teacher), folder, trials=1000, timeout=grid_compute / 4 - epoch_s,
+                       seed=seed, study_name=f"search-{seed}")
         outcome = run_auto(recipe, resume=(folder / "metrics.json").is_file())
         rows = read_trial_table(folder / "trials.csv")
         found = best(rows)
