@@ -5,8 +5,9 @@ A small enumerable space (12 pipelines: KD kl/mse x hard-label weight 0/0.5 x in
 on GLUE task subsets.
 
 * **grid**: every pipeline once per task (the ground truth; also the prior table's rows);
-* **search**: TPE + Hyperband with a time budget of a quarter of the grid's measured compute (less one epoch, the
-  most a running trial overruns ``--timeout``), per seed;
+* **search**: TPE + Hyperband over the grid's space with a time budget of a quarter of the grid's measured
+  compute (less one epoch, the most a running trial overruns ``--timeout``), per seed; then the same search
+  warm-started by ``--recommend`` learning from the *other* tasks' grids only (as on a new dataset);
   reports best-of-grid, best found and compute spent;
 * **recommend**: for each task, a regressor trained on the *other* tasks' grids ranks this task's
   pipelines; reports the best real score among its top 3 against best-of-grid;
@@ -114,27 +115,36 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max((r for r in rows if r["state"] == "complete"), key=lambda r: r["retention"])
 
 
-def run_search(task: str, args: argparse.Namespace, grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_search(task: str, args: argparse.Namespace, grids: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """TPE + Hyperband per seed with a quarter of the grid's compute as its time budget (less one epoch, the most
-    a running trial overruns it)."""
+    a running trial overruns it), cold and warm-started by the recommender trained on the other tasks' grids."""
+    grid = grids[task]
     grid_compute = sum(float(r["wall_s"] or 0) for r in grid)
     # --timeout stops a running trial at its next epoch's end: keep one grid epoch in hand for that overrun
     epoch_s = statistics.median(float(r["wall_s"]) for r in grid if r["state"] == "complete") / args.epochs
     teacher = tuned_teacher(task, args)
+    others = [str((Path(args.out) / other / "grid" / "trials.csv").resolve()) for other in grids if other != task]
+    starts = {"search": {}, "search-rec": {"recommend": True, "use_shipped_prior": False, "priors": others}}
     results = []
-    for seed in range(args.seeds):
-        folder = Path(args.out) / task / f"search-{seed}"
-        recipe = study(base_recipe(task, args, teacher), folder, trials=1000, timeout=grid_compute / 4 - epoch_s,
-                       seed=seed, study_name=f"search-{seed}")
-        outcome = run_auto(recipe, resume=(folder / "metrics.json").is_file())
-        rows = read_trial_table(folder / "trials.csv")
-        found = best(rows)
-        results.append({"task": task, "seed": seed, "trials": len(rows),
-                        "pruned": sum(r["state"] == "pruned" for r in rows),
-                        "best of grid": best(grid)["retention"], "best found": found["retention"],
-                        "gap (points of dev)": 100 * (float(best(grid)["student_score"]) - float(found["student_score"])),
-                        "compute / grid": sum(float(r["wall_s"] or 0) for r in rows) / grid_compute,
-                        "best trial params": found["params"], "study": str(outcome.folder)})
+    for prefix, warm in starts.items():
+        if warm and not others:
+            continue  # the recommender needs another task's grid to learn from
+        for seed in range(args.seeds):
+            folder = Path(args.out) / task / f"{prefix}-{seed}"
+            raw = base_recipe(task, args, teacher)
+            raw["auto"]["space"]["epochs"] = [args.epochs]  # the grid's space: the pruner stops trials early
+            recipe = study(raw, folder, trials=1000, timeout=grid_compute / 4 - epoch_s, seed=seed,
+                           study_name=f"{prefix}-{seed}", **warm)
+            outcome = run_auto(recipe, resume=(folder / "metrics.json").is_file())
+            rows = read_trial_table(folder / "trials.csv")
+            found = best(rows)
+            results.append({"task": task, "warm start": "recommender" if warm else "-", "seed": seed,
+                            "trials": len(rows), "pruned": sum(r["state"] == "pruned" for r in rows),
+                            "best of grid": best(grid)["retention"], "best found": found["retention"],
+                            "gap (points of dev)": 100 * (float(best(grid)["student_score"])
+                                                          - float(found["student_score"])),
+                            "compute / grid": sum(float(r["wall_s"] or 0) for r in rows) / grid_compute,
+                            "best trial params": found["params"], "study": str(outcome.folder)})
     return results
 
 
@@ -212,7 +222,7 @@ def main() -> None:
         results["grid"] = [{"task": t, "pipelines": len(rows), "best of grid": best(rows)["retention"],
                             "compute s": sum(float(r["wall_s"] or 0) for r in rows)} for t, rows in grids.items()]
     if "search" in stages:
-        results["search"] = [row for task in tasks[:1] for row in run_search(task, args, grids[task])]
+        results["search"] = run_search(tasks[0], args, grids)
     if "recommend" in stages and len(tasks) > 1:
         results["recommend"] = leave_task_out(grids)
     if "workers" in stages:
