@@ -59,7 +59,7 @@ INTERMEDIATE_FLAGS: FlagTable = {
     "critic": ("critic", str, "MI critic: mlp or transformer"),
     "inter_weight": ("weight", float, "weight of each intermediate term"),
     "inter_lr_scale": ("lr_scale", float, "learning-rate multiplier of the intermediate terms' own parameters "
-                                          "(MI critics, projections; default 1: the student's lr)"),
+                                          "(MI critics, projections; 10 in the default pipeline, else 1)"),
 }
 
 

@@ -195,8 +195,9 @@ def test_teacher_logit_cache_follows_what_the_logits_depend_on(tmp_path):
 
 
 def test_bare_distill_runs_the_default_pipeline_and_flags_tune_or_remove_it(tmp_path):
-    """No objective given: KD (kl, T = 2) + MI-alpha (0.9, mlp, skip, weight 1), the benchmark's best, and the
-    saved recipe spells it out so --resume reruns the same; --alpha tunes it; --intermediate none removes it."""
+    """No objective given: KD (kl, T = 2) + MI-alpha (0.9, mlp, skip, weight 1, critic at 10x lr), the benchmarks'
+    best, and the saved recipe spells it out so --resume reruns the same; --alpha tunes it; --intermediate none
+    removes it."""
     def planned(*extra):
         recipe = recipe_from_args(build_parser().parse_args(
             [*BASE, "--teacher", "bert-tiny", "--out", str(tmp_path / "run"), *extra]))
@@ -206,15 +207,15 @@ def test_bare_distill_runs_the_default_pipeline_and_flags_tune_or_remove_it(tmp_
     assert (stage.kd.name, stage.kd.temperature) == ("kl", 2.0)
     [term] = stage.terms
     assert term.name == "mi" and term.weight == 1.0 and stage.section.intermediate[0].layer_map == "skip"
-    assert next(iter(term.objective.losses.values())).alpha == 0.9
+    assert next(iter(term.objective.losses.values())).alpha == 0.9 and term.objective.lr_scale == 10.0
     saved = recipe.model_dump(mode="json")["distill"]
     assert saved["kd"]["loss"] == "kl" and saved["intermediate"][0]["loss"] == "mi"  # explicit on resume
     _, tuned = planned("--alpha", "0.5")
     assert next(iter(tuned.terms[0].objective.losses.values())).alpha == 0.5 and tuned.kd.name == "kl"
     _, alone = planned("--intermediate", "none")
     assert alone.terms == [] and alone.uses_cache and alone.kd.temperature == 2.0
-    _, faster = planned("--inter-lr-scale", "10")
-    assert faster.terms[0].objective.lr_scale == 10.0
+    _, slower = planned("--inter-lr-scale", "1")
+    assert getattr(slower.terms[0].objective, "lr_scale", 1.0) == 1.0
     _, chosen = planned("--kd-loss", "mse", "--intermediate", "hidden_mse")
     assert chosen.kd.name == "mse" and [t.name for t in chosen.terms] == ["hidden_mse"]
 
