@@ -111,6 +111,11 @@ def run_grid(task: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return read_trial_table(folder / "trials.csv")
 
 
+def compute_s(rows: list[dict[str, Any]]) -> float:
+    """Seconds of trial compute the study's rows spent (unfinished trials count nothing)."""
+    return sum(float(r["wall_s"] or 0) for r in rows)
+
+
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max((r for r in rows if r["state"] == "complete"), key=lambda r: r["retention"])
 
@@ -119,7 +124,7 @@ def run_search(task: str, args: argparse.Namespace, grids: dict[str, list[dict[s
     """TPE + Hyperband per seed with a quarter of the grid's compute as its time budget (less one epoch, the most
     a running trial overruns it), cold and warm-started by the recommender trained on the other tasks' grids."""
     grid = grids[task]
-    grid_compute = sum(float(r["wall_s"] or 0) for r in grid)
+    grid_compute = compute_s(grid)
     # --timeout stops a running trial at its next epoch's end: keep one grid epoch in hand for that overrun
     epoch_s = statistics.median(float(r["wall_s"]) for r in grid if r["state"] == "complete") / args.epochs
     teacher = tuned_teacher(task, args)
@@ -143,7 +148,7 @@ def run_search(task: str, args: argparse.Namespace, grids: dict[str, list[dict[s
                             "best of grid": best(grid)["retention"], "best found": found["retention"],
                             "gap (points of dev)": 100 * (float(best(grid)["student_score"])
                                                           - float(found["student_score"])),
-                            "compute / grid": sum(float(r["wall_s"] or 0) for r in rows) / grid_compute,
+                            "compute / grid": compute_s(rows) / grid_compute,
                             "best trial params": found["params"], "study": str(outcome.folder)})
     return results
 
@@ -220,7 +225,7 @@ def main() -> None:
     if {"grid", "search", "recommend"} & set(stages) or args.write_prior:  # these build on the grids
         grids = {task: run_grid(task, args) for task in tasks}
         results["grid"] = [{"task": t, "pipelines": len(rows), "best of grid": best(rows)["retention"],
-                            "compute s": sum(float(r["wall_s"] or 0) for r in rows)} for t, rows in grids.items()]
+                            "compute s": compute_s(rows)} for t, rows in grids.items()]
     if "search" in stages:
         results["search"] = run_search(tasks[0], args, grids)
     if "recommend" in stages and len(tasks) > 1:
