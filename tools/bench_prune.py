@@ -347,6 +347,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-models", type=int, default=3, help="collection size (the last is held out)")
     parser.add_argument("--meta-epochs", type=int, default=20)
+    parser.add_argument("--meta-lr", type=float, default=1e-3)
+    parser.add_argument("--meta-milestones", type=lambda text: [int(x) for x in text.split(",")], default=[3],
+                        help="meta-epochs after which the lr drops 10x (the spec's 3 is for its 100 epochs; with "
+                             "few meta-epochs a later drop lets the norms move)")
     parser.add_argument("--meta-batches", type=int, default=20, help="training batches per meta-step")
     parser.add_argument("--meta-reg", type=float, default=10.0,
                         help="regulariser weight (the spec's 10); if reg_to_ce_grad in metatrain.json shows it "
