@@ -177,6 +177,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     metanet = {**shared, "method": "metanet",
                "metanet_finetune": {"epochs": args.metanet_epochs, "lr": args.finetune_lr},
                "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
+                        "lr": args.meta_lr, "milestones": args.meta_milestones,
                         "batches_per_step": args.meta_batches, "reg": args.meta_reg,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
     first_seed_metanet = Path(args.out) / f"metanet-s{args.seeds[0]}" / "metanet"
