@@ -70,6 +70,7 @@ from prune.metatrain import DataModel, meta_step
 from prune.pruner import protected_modules, prune_model
 from shrink.bench import (compare_latency, count_macs, count_parameters, example_inputs, image_shape_of,
                           zero_image)
+from shrink.cliargs import typed_list
 from shrink.deploy_cli import export_source
 from shrink.export import export_onnx
 from shrink.experiment import fit, prepare_experiment
@@ -349,7 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-models", type=int, default=3, help="collection size (the last is held out)")
     parser.add_argument("--meta-epochs", type=int, default=20)
     parser.add_argument("--meta-lr", type=float, default=1e-3)
-    parser.add_argument("--meta-milestones", type=lambda text: [int(x) for x in text.split(",")], default=[3],
+    parser.add_argument("--meta-milestones", type=typed_list(int, "meta-epochs"), default=[3],
                         help="meta-epochs after which the lr drops 10x (the spec's 3 is for its 100 epochs; with "
                              "few meta-epochs a later drop lets the norms move)")
     parser.add_argument("--meta-batches", type=int, default=20, help="training batches per meta-step")
@@ -361,7 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="add a group-l2 row pruned to this measured ONNX Runtime speed-up at batch 64 (fast "
                              "widths), and a group-l2 row pruned by MACs to the MACs it reached")
     parser.add_argument("--seed", type=int, default=7, help="seed of the dense model and the collection")
-    parser.add_argument("--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[7, 8],
+    parser.add_argument("--seeds", type=typed_list(int, "seeds"), default=[7, 8],
                         help="finetuning seeds of every method (mean ± std in the table)")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
     return parser.parse_args(argv)
