@@ -291,19 +291,28 @@ class TrialObjective:
 
 
 class TrialBudget:
-    """Stop the study once ``trials`` trials have finished, over all workers; a trial failed by heartbeat and
-    retried is not counted (its retry is). Usage: ``study.optimize(f, callbacks=[TrialBudget(20)])``
+    """Stop the study once ``trials`` trials are spent, over all workers: finished ones and, where the storage
+    keeps heartbeats, the ones other workers are running now, so N workers do not overrun the budget by up to
+    N - 1 trials. A trial failed by heartbeat and retried is not counted (its retry is). Two workers that
+    finish within the same few milliseconds may both start one more: the budget is a count, not a lock.
+    Usage: ``study.optimize(f, callbacks=[TrialBudget(20, storage)])``
     """
 
-    def __init__(self, trials: int) -> None:
+    def __init__(self, trials: int, storage: optuna.storages.BaseStorage) -> None:
         self.trials = trials
+        # Without heartbeats (a journal file) a dead worker's trial would stay running for ever and hold a
+        # slot: there only finished trials count.
+        heartbeat = isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+        self.counted = FINISHED_STATES + ((TrialState.RUNNING,) if heartbeat else ())
 
-    @staticmethod
-    def spent(study: optuna.Study) -> int:
-        """Finished trials that count. Usage: ``TrialBudget.spent(study)``."""
+    def spent(self, study: optuna.Study) -> int:
+        """Trials that count. Usage: ``TrialBudget(20, storage).spent(study)``."""
+        # A killed worker's trial runs until failed: fail stale ones first, so it does not hold a slot (its
+        # retry waits in the queue and takes the slot when a worker starts it).
+        optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         retried = {number for trial in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
-        return sum(1 for trial in trials if trial.state in FINISHED_STATES and trial.number not in retried)
+        return sum(1 for trial in trials if trial.state in self.counted and trial.number not in retried)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.spent(study) >= self.trials:
@@ -386,7 +395,7 @@ def run_auto(recipe: AutoDistillRecipe, resume: bool = False) -> AutoResult:
         warm_starts(study, space, ranked)
     primary = plan.task.metrics[0]
     del plan  # trials load their own models; the base plan's are not needed any more
-    budget = TrialBudget(auto.trials)
+    budget = TrialBudget(auto.trials, storage)
     if budget.spent(study) < auto.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         deadline = time.monotonic() + auto.timeout if auto.timeout else None
