@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # AutoDistiller (distill --auto): dest -> (recipe key, type, help)
 AUTO_FLAGS: FlagTable = {
-    "trials": ("auto.trials", int, "finished trials the study runs, over all its workers"),
+    "trials": ("auto.trials", int, "trials the study runs, over all its workers"),
     "timeout": ("auto.timeout", float, "stop this worker after so many seconds (a running trial stops at its next epoch's end)"),
     "storage": ("auto.storage", str, "Optuna storage: an RDB URL (postgresql://...) or a journal file; "
                                      "default: SQLite in the study folder"),

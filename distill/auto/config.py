@@ -16,7 +16,8 @@ from shrink.recipe import Section
 
 
 class AutoSection(Section):
-    """How AutoDistiller searches. ``trials`` counts the study's finished trials over all workers;
+    """How AutoDistiller searches. ``trials`` counts the study's trials over all workers (finished ones, and on RDB
+    storages the ones live workers are running);
     ``timeout`` (seconds) bounds each worker: no trial starts after it, and a running one stops at its next epoch's
     end (pruned, its epochs reported) unless that epoch was its last; ``space`` narrows or widens dimensions (see
     :func:`distill.auto.space.build_space`); ``priors`` are trial tables (CSV) the recommender learns from
