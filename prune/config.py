@@ -46,6 +46,8 @@ class MetaSection(Section):
     ``reg`` = 10 is the spec's, tuned on networks trained 200 epochs with SGD and weight decay; networks
     with larger weights (short or AdamW training) need less: ``metanet/metatrain.json`` logs
     ``reg_to_ce_grad`` per epoch, and a ratio far above 1 with a falling held-out score means lower ``reg``.
+    ``batch_stats``: the meta-step's task loss normalises BatchNorm with batch statistics instead of the data
+    model's running statistics (the reference's), which go stale once the metanetwork rescales channels.
     """
 
     data_models: int = Field(4, ge=2)
@@ -62,6 +64,7 @@ class MetaSection(Section):
     layers: int = Field(8, gt=0)
     rho: float = Field(0.01, gt=0)
     batches_per_step: int | None = Field(None, gt=0)
+    batch_stats: bool = False
     val_fraction: float = Field(0.1, gt=0, lt=1)
 
     @model_validator(mode="after")

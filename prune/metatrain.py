@@ -173,7 +173,8 @@ class MetaTrainConfig:
     """Meta-training settings (spec defaults for ResNet-56: lr 1e-3, 100 epochs, milestone 3, reg 10, alpha 16).
 
     ``select_speedup``: the speed-up held-out models are pruned to (without finetuning) to pick the epoch.
-    ``ce_scale``: multiplies each batch's mean CE (see :func:`reference_ce_scale`).
+    ``ce_scale``: multiplies each batch's mean CE (see :func:`reference_ce_scale`). ``batch_stats``: see
+    :func:`meta_step`.
     """
 
     epochs: int = 100
@@ -185,6 +186,7 @@ class MetaTrainConfig:
     alpha: float = 16.0
     ce_scale: float = 1.0
     select_speedup: float = 2.0
+    batch_stats: bool = False
     progress: bool = True
 
 
@@ -198,9 +200,13 @@ class MetaTrainResult:
 
 
 def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], reg: float = 10.0,
-              alpha: float = 16.0, ce_scale: float = 1.0) -> dict[str, float]:
+              alpha: float = 16.0, ce_scale: float = 1.0, batch_stats: bool = False) -> dict[str, float]:
     """Accumulate one data model's meta-gradient into ``metanet``'s ``.grad``; returns the CE (the batches'
     mean CE summed, times ``ce_scale``) and R.
+
+    ``batch_stats``: BatchNorm normalises with each batch's statistics (the data model's running statistics
+    are left as they are) instead of the original running statistics, which go stale as soon as the
+    metanetwork rescales a channel.
 
     A non-finite weight gradient skips the step (as the reference does) and reports ``skipped: 1``.
     Usage: ``optimizer.zero_grad(); meta_step(metanet, item, batches); optimizer.step()``
@@ -209,12 +215,18 @@ def meta_step(metanet: MetaNetwork, item: DataModel, batches: Iterable[Batch], r
     x_pred, e_pred = metanet(data.x, data.edge_index, data.edge_attr, item.graph.layout.blocks)
     weights = graph_params(item.graph.layout, x_pred, e_pred)
     leaves = {name: value.detach().requires_grad_() for name, value in weights.items()}
+    # Batch statistics update the running ones in place: hand BatchNorm copies, so the data model keeps its own.
+    buffers = {name: buffer.clone() for name, buffer in item.model.named_buffers()} if batch_stats else {}
     ce = 0.0
-    for batch in batches:
-        logits = functional_call(item.model, leaves, (batch["pixel_values"],))
-        loss = ce_scale * F.cross_entropy(logits, batch["labels"])
-        loss.backward()
-        ce += float(loss.detach())
+    item.model.train(batch_stats)
+    try:
+        for batch in batches:
+            logits = functional_call(item.model, {**leaves, **buffers}, (batch["pixel_values"],))
+            loss = ce_scale * F.cross_entropy(logits, batch["labels"])
+            loss.backward()
+            ce += float(loss.detach())
+    finally:
+        item.model.eval()
     ce_grads = [leaf.grad for leaf in leaves.values()]
     penalty = group_norm_penalty(item.groups, leaves, reg, alpha)
     reg_grads = torch.autograd.grad(penalty, list(leaves.values()), allow_unused=True)
@@ -319,7 +331,8 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         sums = {"ce": 0.0, "reg": 0.0, "skipped": 0.0, "reg_to_ce_grad": 0.0}
         for item in collection:
             optimizer.zero_grad(set_to_none=True)
-            terms = meta_step(metanet, item, train_batches, config.reg, config.alpha, config.ce_scale)
+            terms = meta_step(metanet, item, train_batches, config.reg, config.alpha, config.ce_scale,
+                              config.batch_stats)
             if not terms["skipped"]:
                 optimizer.step()
             for key, value in terms.items():
@@ -484,7 +497,7 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
     config = MetaTrainConfig(epochs=meta.epochs, lr=meta.lr, milestones=tuple(meta.milestones), reg=meta.reg,
                              alpha=meta.alpha, ce_scale=reference_ce_scale(len(train.dataset), batches),
                              select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
-                             progress=recipe.train.progress)
+                             batch_stats=meta.batch_stats, progress=recipe.train.progress)
     meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
                save_dir=folder / "metanet", log=log, checkpoint_dir=folder / PHASES_DIR / "metatrain")
     return metanet

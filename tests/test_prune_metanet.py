@@ -212,6 +212,25 @@ def test_ce_scale_and_reg_set_the_balance_of_the_two_gradients():
     assert reference_ce_scale(45_000, 20) == pytest.approx(4.5)
 
 
+def test_batch_stats_meta_step_ignores_stale_running_statistics_and_leaves_them_untouched():
+    item, data = tiny_data_model(0), batches(2)
+    with torch.no_grad():
+        item.model.fc.weight.mul_(100)  # logits far from uniform, so the CE feels the features
+    item = DataModel.from_model(item.model, item.example_input)
+    kept = {name: buffer.clone() for name, buffer in item.model.named_buffers()}
+    ce = {stats: meta_step(fresh_metanet(item), item, data, batch_stats=stats)["ce"] for stats in (False, True)}
+    for name, buffer in item.model.named_buffers():
+        assert torch.equal(buffer, kept[name]), name  # the data model keeps its own statistics
+    assert not item.model.training
+    with torch.no_grad():  # statistics gone stale, as after the metanetwork rescales channels
+        for module in item.model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.add_(3.0)
+                module.running_var.mul_(0.01)
+    stale = {stats: meta_step(fresh_metanet(item), item, data, batch_stats=stats)["ce"] for stats in (False, True)}
+    assert stale[True] == pytest.approx(ce[True], rel=1e-5) and stale[False] != pytest.approx(ce[False], rel=1e-2)
+
+
 def test_batchnorm_recalibration_reads_about_the_asked_examples_and_keeps_eval_mode():
     model = tiny_data_model(0).model
     recalibrate_batchnorm(model, batches(4), examples=32)  # batches of 16: two are read

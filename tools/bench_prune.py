@@ -180,6 +180,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                "meta": {"data_models": args.data_models, "held_out": 1, "epochs": args.meta_epochs,
                         "lr": args.meta_lr, "milestones": args.meta_milestones,
                         "batches_per_step": args.meta_batches, "reg": args.meta_reg,
+                        "batch_stats": args.meta_batch_stats,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
     first_seed_metanet = Path(args.out) / f"metanet-s{args.seeds[0]}" / "metanet"
     if args.round_to and first_seed_metanet.is_dir():
@@ -357,6 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--meta-reg", type=float, default=10.0,
                         help="regulariser weight (the spec's 10); if reg_to_ce_grad in metatrain.json shows it "
                              "dwarfing the task loss (~50x on briefly AdamW-trained networks), lower it")
+    parser.add_argument("--meta-batch-stats", action="store_true",
+                        help="meta-steps normalise BatchNorm with batch statistics, not the data models' stale "
+                             "running ones")
     parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--latency-speedup", type=float, default=None,
                         help="add a group-l2 row pruned to this measured ONNX Runtime speed-up at batch 64 (fast "
