@@ -76,6 +76,8 @@ PRUNE_FLAGS: FlagTable = {
     "protect": ("prune.protect", str, "comma-separated layers never pruned (the classifier always is protected)"),
     "iterative_steps": ("prune.iterative_steps", int, "each step prunes 1/N of the channels, globally ranked"),
     "round_to": ("prune.round_to", int, "keep pruned widths multiples of N (8 or 16: faster kernels)"),
+    "max_layer_ratio": ("prune.max_layer_ratio", float, "no layer loses more than this fraction of its channels "
+                        "(default: no cap, as the spec; global ranking can cut a layer to 1 channel)"),
     "base_model": ("prune.base_model", str, "a trained model folder (default: train --model first)"),
     "metanet": ("prune.metanet", str, "a saved metanetwork folder (default for --method metanet: meta-train one)"),
     "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
@@ -246,7 +248,8 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
         goal = LatencyGoal(meter, section.latency_speedup, widths=widths)
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to, grad_fn=grads, base=base_counts,
+        iterative_steps=section.iterative_steps, round_to=section.round_to, max_layer_ratio=section.max_layer_ratio,
+        grad_fn=grads, base=base_counts,
         pruner=pruner, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
         latency_goal=goal, widths=widths,
     )

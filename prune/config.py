@@ -47,7 +47,9 @@ class MetaSection(Section):
     with larger weights (short or AdamW training) need less: ``metanet/metatrain.json`` logs
     ``reg_to_ce_grad`` per epoch, and a ratio far above 1 with a falling held-out score means lower ``reg``.
     ``batch_stats``: the meta-step's task loss normalises BatchNorm with batch statistics instead of the data
-    model's running statistics (the reference's), which go stale once the metanetwork rescales channels.
+    model's running statistics (the reference's), which go stale once the metanetwork rescales channels. Off by
+    default: on the reduced pruning benchmark it kept the task loss low but did not concentrate the norms
+    either, and finetuned to a lower accuracy (README, "Pruning").
     """
 
     data_models: int = Field(4, ge=2)
@@ -95,6 +97,7 @@ class PruneSection(Section):
     fast_widths: bool | None = None
     iterative_steps: int = Field(200, gt=0)
     round_to: int | None = Field(None, gt=1)
+    max_layer_ratio: float | None = Field(None, gt=0, lt=1)
     protect: list[str] = Field(default_factory=list)
     base_model: str | None = None
     metanet: str | None = None

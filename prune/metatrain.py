@@ -382,7 +382,8 @@ def light_prune(experiment: Experiment, model: nn.Module, recipe: PruneRecipe, c
     """
     meta = recipe.prune.meta
     prune_model(model, example_input(experiment), speedup=meta.light_speedup, protect=recipe.prune.protect,
-                iterative_steps=recipe.prune.iterative_steps, round_to=recipe.prune.round_to)
+                iterative_steps=recipe.prune.iterative_steps, round_to=recipe.prune.round_to,
+                max_layer_ratio=recipe.prune.max_layer_ratio)
     finetune(experiment, model, meta.light_finetune.apply(recipe.train), checkpoints=checkpoints)
     return model
 

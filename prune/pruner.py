@@ -170,6 +170,7 @@ def prune_model(
     protect: Sequence[str] = (),
     iterative_steps: int = 200,
     round_to: int | None = None,
+    max_layer_ratio: float | None = None,
     grad_fn: GradFn | None = None,
     base: tuple[int, int] | None = None,
     on_step: StepHook | None = None,
@@ -183,8 +184,10 @@ def prune_model(
     ``base``: (MACs, params) of the original model when ``model`` was already pruned earlier (targets are
     always relative to the original). ``round_to``: keep every pruned layer's width a multiple of it (CPU and GPU
     kernels work in blocks of 8 or 16 channels, so odd widths save MACs but little time; the target may then
-    be overshot by up to one block). ``grad_fn(model)`` runs a backward pass on some training data;
-    criteria that rank by gradients (``taylor``) call it, in eval mode, before each step. ``on_step(model,
+    be overshot by up to one block). ``max_layer_ratio``: no layer loses more than this fraction of its channels
+    (Torch-Pruning's ``max_pruning_ratio``; without it a global ranking may leave a layer 1 channel).
+    ``grad_fn(model)`` runs a backward pass on some training data; criteria that rank by gradients
+    (``taylor``) call it, in eval mode, before each step. ``on_step(model,
     entry)`` sees each step's history entry and may add figures to it (e.g. accuracy). ``pruner`` builds the
     stepper (default: Torch-Pruning's global ranking of channel groups; ``TransformerPruner.factory()`` prunes
     heads and FFN neurons).
@@ -214,7 +217,8 @@ def prune_model(
                                                                         count_parameters(model))), 0, 0, 0)
         progress = _progress(speedup, param_ratio, latency_goal)
         stepper = pruner(model, example_input, importance=chosen.make(), iterative_steps=iterative_steps,
-                         round_to=round_to, ignored_layers=protected_modules(model, protect, example_input))
+                         round_to=round_to, ignored_layers=protected_modules(model, protect, example_input),
+                         **({} if max_layer_ratio is None else {"max_pruning_ratio": max_layer_ratio}))
         _prune_steps(model, example_input, chosen, result, progress, target, stepper, iterative_steps, grad_fn,
                      on_step)
         if widths is not None:

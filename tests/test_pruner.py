@@ -75,6 +75,24 @@ def test_round_to_keeps_every_width_a_multiple_of_the_block():
     assert min(widths) < 16  # pruning did happen inside the first stage's blocks too, in whole blocks
 
 
+def test_max_layer_ratio_keeps_a_weak_stage_from_being_cut_to_one_channel():
+    def stage_one_widths(cap):
+        torch.manual_seed(0)
+        model = trained_like(build_model("resnet20", num_classes=10, image_size=16))
+        with torch.no_grad():  # one dominant channel in the first stage's residual group: the other 15 rank
+            for name, param in model.named_parameters():  # lowest of all once normalised by the group's max
+                if name in ("conv1.weight", "bn1.weight") or name.startswith("layer1.") and ".conv2." in name \
+                        or name.startswith("layer1.") and name.endswith("bn2.weight"):
+                    param[1:].mul_(0.01)
+        result = prune_model(model, EXAMPLE, speedup=2.0, max_layer_ratio=cap)
+        assert result.speedup >= 2.0
+        return [module.out_channels for name, module in model.named_modules()
+                if isinstance(module, nn.Conv2d) and name.startswith(("conv1", "layer1."))]
+
+    assert min(stage_one_widths(None)) <= 2
+    assert min(stage_one_widths(0.5)) >= 6  # of 16: the cap is checked before each step, so a step may pass it
+
+
 def test_parameter_ratio_target_and_gradient_criteria():
     model = trained_like(build_model("resnet20", num_classes=10, image_size=16))
     batch, labels = torch.randn(8, *IMAGE), torch.randint(0, 10, (8,))

@@ -172,7 +172,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Each benchmarked row's ``prune:`` section: every method gets metanet's post-dense epochs in all."""
     finetune = {"epochs": args.finetune_epochs, "lr": args.finetune_lr}
     shared = {"speedup": args.speedup, "finetune": finetune, "export_onnx": True, "curve_points": 4,
-              "round_to": args.round_to}
+              "round_to": args.round_to, "max_layer_ratio": args.max_layer_ratio}
     matched = {**shared, "finetune": {**finetune, "epochs": args.finetune_epochs + args.light_epochs
                                       + args.metanet_epochs}}
     metanet = {**shared, "method": "metanet",
@@ -337,6 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speedup", type=float, default=2.5)
     parser.add_argument("--round-to", type=int, default=None,
                         help="prune widths to multiples of N (runs named '... rN'; metanet reuses OUT/metanet's GNN)")
+    parser.add_argument("--max-layer-ratio", type=float, default=None,
+                        help="no layer loses more than this fraction of its channels (default: no cap, the spec's)")
     parser.add_argument("--methods", type=lambda text: text.split(","), default=["metanet", "group-l2", "random"],
                         help="comma-separated rows to run: metanet, group-l2, random")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
