@@ -174,7 +174,7 @@ class MetaTrainConfig:
 
     ``select_speedup``: the speed-up held-out models are pruned to (without finetuning) to pick the epoch.
     ``ce_scale``: multiplies each batch's mean CE (see :func:`reference_ce_scale`). ``batch_stats``: see
-    :func:`meta_step`.
+    :func:`meta_step`. ``max_layer_ratio``: the per-layer cap of the selection prune (as the final prune's).
     """
 
     epochs: int = 100
@@ -187,6 +187,7 @@ class MetaTrainConfig:
     ce_scale: float = 1.0
     select_speedup: float = 2.0
     batch_stats: bool = False
+    max_layer_ratio: float | None = None
     progress: bool = True
 
 
@@ -271,17 +272,19 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch],
 
 
 def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
-                    speedup: float, calibration_batches: Iterable[Batch]) -> dict[str, float]:
+                    speedup: float, calibration_batches: Iterable[Batch],
+                    max_layer_ratio: float | None = None) -> dict[str, float]:
     """Mean over the held-out models after the metanetwork: ``score``, the validation accuracy after pruning
     to ``speedup`` (no finetuning) and BatchNorm recalibration on ``calibration_batches`` (training data),
-    and ``concentration``, the group-norm share of the top 40% of channels before pruning.
+    and ``concentration``, the group-norm share of the top 40% of channels before pruning. The prune caps each
+    layer at ``max_layer_ratio`` as the final one does (:func:`prune.pruner.prune_model`).
     Usage: ``selection_score(metanet, held_out, val_batches, 2.0, train_batches)["score"]``
     """
     scores, shares = [], []
     for item in held_out:
         pruned = apply_metanet(metanet, item.model, item.example_input)
         shares.append(norm_concentration(item.groups, dict(pruned.named_parameters())))  # same structure
-        prune_model(pruned, item.example_input, speedup=speedup)
+        prune_model(pruned, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio)
         recalibrate_batchnorm(pruned, calibration_batches)
         scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])
     return {"score": sum(scores) / len(scores), "concentration": sum(shares) / len(shares)}
@@ -308,7 +311,8 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     saved = load_meta_checkpoint(checkpoint_dir, metanet, optimizer, generator) if checkpoint_dir else None
     if saved is None:
         result, best_state = MetaTrainResult(), copy.deepcopy(metanet.state_dict())
-        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches,
+                                    config.max_layer_ratio)
         result.best_score = selection["score"]
         result.history.append({"epoch": 0, **selection})
         done = 0
@@ -339,7 +343,8 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
                 sums[key] += value
         scheduler.step()
         metanet.eval()
-        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches)
+        selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches,
+                                    config.max_layer_ratio)
         score = selection["score"]
         entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
                  "skipped": sums["skipped"], **selection}
@@ -498,7 +503,8 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
     config = MetaTrainConfig(epochs=meta.epochs, lr=meta.lr, milestones=tuple(meta.milestones), reg=meta.reg,
                              alpha=meta.alpha, ce_scale=reference_ce_scale(len(train.dataset), batches),
                              select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
-                             batch_stats=meta.batch_stats, progress=recipe.train.progress)
+                             batch_stats=meta.batch_stats, max_layer_ratio=recipe.prune.max_layer_ratio,
+                             progress=recipe.train.progress)
     meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
                save_dir=folder / "metanet", log=log, checkpoint_dir=folder / PHASES_DIR / "metatrain")
     return metanet
