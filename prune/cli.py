@@ -249,8 +249,8 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
         iterative_steps=section.iterative_steps, round_to=section.round_to, max_layer_ratio=section.max_layer_ratio,
-        grad_fn=grads, base=base_counts,
-        pruner=pruner, on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
+        grad_fn=grads, base=base_counts, pruner=pruner,
+        on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
         latency_goal=goal, widths=widths,
     )
     before = evaluate_model(pruned, experiment.dev_loader(), experiment.task.metrics)

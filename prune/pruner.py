@@ -46,12 +46,15 @@ Inputs = torch.Tensor | Mapping[str, torch.Tensor]  # an image batch, or keyword
 PrunerFactory = Callable[..., Any]
 
 
-def global_pruner(model: nn.Module, example_input: Inputs, **options: Any) -> tp.pruner.BasePruner:
-    """Torch-Pruning's pruner ranking every channel group globally (the CNN path of :func:`prune_model`).
+def global_pruner(model: nn.Module, example_input: Inputs, max_layer_ratio: float | None = None,
+                  **options: Any) -> tp.pruner.BasePruner:
+    """Torch-Pruning's pruner ranking every channel group globally (the CNN path of :func:`prune_model`);
+    ``max_layer_ratio`` is its ``max_pruning_ratio`` (None: no cap).
 
     Usage: ``global_pruner(model, x, importance=imp, iterative_steps=200, round_to=None, ignored_layers=[])``
     """
-    return tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0, **options)
+    return tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0,
+                                max_pruning_ratio=1.0 if max_layer_ratio is None else max_layer_ratio, **options)
 
 
 def on_device(inputs: Inputs, model: nn.Module) -> Inputs:
@@ -218,7 +221,7 @@ def prune_model(
         progress = _progress(speedup, param_ratio, latency_goal)
         stepper = pruner(model, example_input, importance=chosen.make(), iterative_steps=iterative_steps,
                          round_to=round_to, ignored_layers=protected_modules(model, protect, example_input),
-                         **({} if max_layer_ratio is None else {"max_pruning_ratio": max_layer_ratio}))
+                         max_layer_ratio=max_layer_ratio)
         _prune_steps(model, example_input, chosen, result, progress, target, stepper, iterative_steps, grad_fn,
                      on_step)
         if widths is not None:

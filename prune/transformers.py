@@ -119,7 +119,10 @@ class TransformerPruner:
 
     def __init__(self, model: nn.Module, example_inputs: Any, importance: tp.importance.Importance, *,
                  iterative_steps: int, round_to: int | None = None, ignored_layers: Sequence[nn.Module] = (),
-                 head_pace: float = 1.0) -> None:
+                 head_pace: float = 1.0, max_layer_ratio: float | None = None) -> None:
+        if max_layer_ratio is not None:
+            raise UserError("--max-layer-ratio caps CNN layers; transformer blocks keep one head count and FFN width "
+                            "for all, so drop it (or use --drop-layers / --head-pace)")
         blocks = transformer_blocks(model)
         if not blocks:
             raise UserError(f"{type(model).__name__} has no transformer blocks to prune heads or FFN neurons in")

@@ -85,6 +85,9 @@ def test_vit_prunes_heads_and_mlp_widths_and_reloads(tmp_path):
     with pytest.raises(UserError, match="does not score transformer layers"):
         prune_model(pruning_start(model)[0], images[:1], criterion="bn-scale", speedup=1.5,
                     pruner=pruning_start(model)[1])
+    with pytest.raises(UserError, match="--max-layer-ratio caps CNN layers"):
+        prune_model(pruning_start(model)[0], images[:1], speedup=1.5, max_layer_ratio=0.5,
+                    pruner=pruning_start(model)[1])
 
 
 def test_a_block_that_does_nothing_is_the_one_removed_and_outputs_stay(tmp_path):

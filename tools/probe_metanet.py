@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from prune.graph import graph_params
 from prune.metanet import MetaNetwork, apply_metanet
 from prune.metatrain import (CALIBRATION_EXAMPLES, DataModel, group_norm_penalty, meta_step, norm_concentration,
                              recalibrate_batchnorm, reference_ce_scale)
@@ -59,16 +58,6 @@ def endless(loader: DataLoader) -> Iterator[Batch]:
     """The loader's batches, epoch after epoch."""
     while True:
         yield from loader
-
-
-def reg_only_step(metanet: MetaNetwork, item: DataModel, reg: float, alpha: float) -> dict[str, float]:
-    """Accumulate the gradient of R alone into ``metanet`` (what it can learn without the task pulling back)."""
-    data = item.graph.data
-    weights = graph_params(item.graph.layout, *metanet(data.x, data.edge_index, data.edge_attr,
-                                                        item.graph.layout.blocks))
-    penalty = group_norm_penalty(item.groups, weights, reg, alpha)
-    penalty.backward()
-    return {"reg": float(penalty.detach())}
 
 
 @cli_entry
@@ -112,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(1, args.steps + 1):
         metanet.train()
         optimizer.zero_grad(set_to_none=True)
-        if args.loss == "reg":
-            reg_only_step(metanet, item, args.reg, args.alpha)
-        elif meta_step(metanet, item, [next(batches) for _ in range(args.batches)], args.reg, args.alpha, ce_scale,
-                       args.batch_stats)["skipped"]:
+        # No batches: the meta-step's gradient is R's alone (what the metanetwork learns without the task pulling back).
+        step_batches = [next(batches) for _ in range(args.batches)] if args.loss == "ce+reg" else []
+        if meta_step(metanet, item, step_batches, args.reg, args.alpha, ce_scale, args.batch_stats)["skipped"]:
             continue
         optimizer.step()
         if step % args.every == 0:
