@@ -42,8 +42,8 @@ from prune.latency import FastWidths, LatencyGoal, MeasuredSpeedup, runnable
 from prune.metanet import MetaNetwork, apply_metanet, load_metanet
 from prune.metatrain import (CALIBRATION_EXAMPLES, example_input, given_collection, light_prune, recalibrate_batchnorm,
                              shuffled_loader, train_metanet)
-from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, protected_modules, prune_model,
-                          torch_pruning_macs)
+from prune.pruner import (PHASES_DIR, PruneResult, checkpointed_fit, finetune, layer_widths, protected_modules,
+                          prune_model, torch_pruning_macs)
 from prune.transformers import check_depth, is_transformer, prune_depth, pruning_start
 from shrink.bench import compare_latency, count_macs, count_parameters, example_inputs, size_on_disk
 from shrink.cli import quiet_libraries
@@ -76,8 +76,8 @@ PRUNE_FLAGS: FlagTable = {
     "protect": ("prune.protect", str, "comma-separated layers never pruned (the classifier always is protected)"),
     "iterative_steps": ("prune.iterative_steps", int, "each step prunes 1/N of the channels, globally ranked"),
     "round_to": ("prune.round_to", int, "keep pruned widths multiples of N (8 or 16: faster kernels)"),
-    "max_layer_ratio": ("prune.max_layer_ratio", float, "no layer loses more than this fraction of its channels "
-                        "(default: no cap, as the spec; global ranking can cut a layer to 1 channel)"),
+    "max_layer_ratio": ("prune.max_layer_ratio", float, "no layer loses more than this fraction of its original "
+                        "channels (default: no cap, as the spec; global ranking can cut a layer to 1 channel)"),
     "base_model": ("prune.base_model", str, "a trained model folder (default: train --model first)"),
     "metanet": ("prune.metanet", str, "a saved metanetwork folder (default for --method metanet: meta-train one)"),
     "finetune_epochs": ("prune.finetune.epochs", float, "finetuning epochs after pruning"),
@@ -248,7 +248,8 @@ def prune_and_finetune(recipe: PruneRecipe, experiment: Experiment, start: nn.Mo
         goal = LatencyGoal(meter, section.latency_speedup, widths=widths)
     result: PruneResult = prune_model(
         pruned, example_input(experiment), criterion=section.method, **target, protect=section.protect,
-        iterative_steps=section.iterative_steps, round_to=section.round_to, max_layer_ratio=section.max_layer_ratio,
+        iterative_steps=section.iterative_steps, round_to=section.round_to,
+        max_layer_ratio=section.max_layer_ratio, base_widths=layer_widths(base) if section.max_layer_ratio else None,
         grad_fn=grads, base=base_counts, pruner=pruner,
         on_step=curve_hook(experiment, next(iter(target.values())), section.curve_points),
         latency_goal=goal, widths=widths,

@@ -42,7 +42,7 @@ from prune.config import DEFAULT_SPEEDUP, PruneRecipe
 from prune.graph import NetworkGraph, graph_params, network_to_graph
 from prune.metacheckpoint import MetaState, load_meta_checkpoint, remove_meta_checkpoint, save_meta_checkpoint
 from prune.metanet import MetaNetwork, apply_metanet, save_metanet
-from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, protected_modules, prune_model
+from prune.pruner import PHASES_DIR, checkpointed_fit, finetune, layer_widths, protected_modules, prune_model
 from shrink.bench import DEFAULT_IMAGE_SHAPE, example_inputs
 from shrink.errors import UserError
 from shrink.experiment import Experiment, holdout_split, load_task, prepare_experiment
@@ -174,7 +174,9 @@ class MetaTrainConfig:
 
     ``select_speedup``: the speed-up held-out models are pruned to (without finetuning) to pick the epoch.
     ``ce_scale``: multiplies each batch's mean CE (see :func:`reference_ce_scale`). ``batch_stats``: see
-    :func:`meta_step`. ``max_layer_ratio``: the per-layer cap of the selection prune (as the final prune's).
+    :func:`meta_step`. ``max_layer_ratio``: the per-layer cap of the selection prune (as the final prune's),
+    against ``base_widths`` (the unpruned architecture's :func:`prune.pruner.layer_widths`; the held-out models
+    were pruned lightly before).
     """
 
     epochs: int = 100
@@ -188,6 +190,7 @@ class MetaTrainConfig:
     select_speedup: float = 2.0
     batch_stats: bool = False
     max_layer_ratio: float | None = None
+    base_widths: Mapping[str, tuple[int, int]] | None = None
     progress: bool = True
 
 
@@ -273,18 +276,21 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch],
 
 def selection_score(metanet: MetaNetwork, held_out: Sequence[DataModel], val_batches: Iterable[Batch],
                     speedup: float, calibration_batches: Iterable[Batch],
-                    max_layer_ratio: float | None = None) -> dict[str, float]:
+                    max_layer_ratio: float | None = None,
+                    base_widths: Mapping[str, tuple[int, int]] | None = None) -> dict[str, float]:
     """Mean over the held-out models after the metanetwork: ``score``, the validation accuracy after pruning
     to ``speedup`` (no finetuning) and BatchNorm recalibration on ``calibration_batches`` (training data),
     and ``concentration``, the group-norm share of the top 40% of channels before pruning. The prune caps each
-    layer at ``max_layer_ratio`` as the final one does (:func:`prune.pruner.prune_model`).
+    layer at ``max_layer_ratio`` of its ``base_widths`` width as the final one does
+    (:func:`prune.pruner.prune_model`).
     Usage: ``selection_score(metanet, held_out, val_batches, 2.0, train_batches)["score"]``
     """
     scores, shares = [], []
     for item in held_out:
         pruned = apply_metanet(metanet, item.model, item.example_input)
         shares.append(norm_concentration(item.groups, dict(pruned.named_parameters())))  # same structure
-        prune_model(pruned, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio)
+        prune_model(pruned, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio,
+                    base_widths=base_widths)
         recalibrate_batchnorm(pruned, calibration_batches)
         scores.append(evaluate_model(pruned, val_batches, ("accuracy",))["accuracy"])
     return {"score": sum(scores) / len(scores), "concentration": sum(shares) / len(shares)}
@@ -312,7 +318,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
     if saved is None:
         result, best_state = MetaTrainResult(), copy.deepcopy(metanet.state_dict())
         selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches,
-                                    config.max_layer_ratio)
+                                    config.max_layer_ratio, config.base_widths)
         result.best_score = selection["score"]
         result.history.append({"epoch": 0, **selection})
         done = 0
@@ -344,7 +350,7 @@ def meta_train(metanet: MetaNetwork, collection: Sequence[DataModel], held_out: 
         scheduler.step()
         metanet.eval()
         selection = selection_score(metanet, held_out, val_batches, config.select_speedup, train_batches,
-                                    config.max_layer_ratio)
+                                    config.max_layer_ratio, config.base_widths)
         score = selection["score"]
         entry = {"epoch": epoch, **{key: value / len(collection) for key, value in sums.items()},
                  "skipped": sums["skipped"], **selection}
@@ -504,6 +510,7 @@ def train_metanet(recipe: PruneRecipe, experiment: Experiment, folder: Path,
                              alpha=meta.alpha, ce_scale=reference_ce_scale(len(train.dataset), batches),
                              select_speedup=max(MIN_SELECT_SPEEDUP, target / meta.light_speedup),
                              batch_stats=meta.batch_stats, max_layer_ratio=recipe.prune.max_layer_ratio,
+                             base_widths=layer_widths(experiment.model),
                              progress=recipe.train.progress)
     meta_train(metanet, models[:split], models[split:], _Limited(train, meta.batches_per_step), val, config,
                save_dir=folder / "metanet", log=log, checkpoint_dir=folder / PHASES_DIR / "metatrain")

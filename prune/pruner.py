@@ -46,15 +46,40 @@ Inputs = torch.Tensor | Mapping[str, torch.Tensor]  # an image batch, or keyword
 PrunerFactory = Callable[..., Any]
 
 
+Widths = Mapping[str, tuple[int, int]]  # (output, input) channels by layer path: see layer_widths
+
+
+def layer_widths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(output, input) channels of every conv, linear and BatchNorm layer by path: the widths a
+    ``max_layer_ratio`` cap is measured against. Usage: ``layer_widths(resnet20)["conv1"] == (16, 3)``
+    """
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            widths[name] = (module.out_channels, module.in_channels)
+        elif isinstance(module, nn.Linear):
+            widths[name] = (module.out_features, module.in_features)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            widths[name] = (module.num_features, module.num_features)
+    return widths
+
+
 def global_pruner(model: nn.Module, example_input: Inputs, max_layer_ratio: float | None = None,
-                  **options: Any) -> tp.pruner.BasePruner:
+                  base_widths: Widths | None = None, **options: Any) -> tp.pruner.BasePruner:
     """Torch-Pruning's pruner ranking every channel group globally (the CNN path of :func:`prune_model`);
-    ``max_layer_ratio`` is its ``max_pruning_ratio`` (None: no cap).
+    ``max_layer_ratio`` is its ``max_pruning_ratio`` (None: no cap), measured against ``base_widths`` (the
+    original model's :func:`layer_widths`) where given, else against the widths ``model`` has now.
 
     Usage: ``global_pruner(model, x, importance=imp, iterative_steps=200, round_to=None, ignored_layers=[])``
     """
-    return tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0,
-                                max_pruning_ratio=1.0 if max_layer_ratio is None else max_layer_ratio, **options)
+    pruner = tp.pruner.BasePruner(model, example_input, global_pruning=True, pruning_ratio=1.0,
+                                  max_pruning_ratio=1.0 if max_layer_ratio is None else max_layer_ratio, **options)
+    # Torch-Pruning caps each layer against the widths it saw when built; a model pruned before (metanet's
+    # light prune) would otherwise lose the ratio twice over
+    for name, module in model.named_modules():
+        if base_widths and name in base_widths and module in pruner.layer_init_out_ch:
+            pruner.layer_init_out_ch[module], pruner.layer_init_in_ch[module] = base_widths[name]
+    return pruner
 
 
 def on_device(inputs: Inputs, model: nn.Module) -> Inputs:
@@ -174,6 +199,7 @@ def prune_model(
     iterative_steps: int = 200,
     round_to: int | None = None,
     max_layer_ratio: float | None = None,
+    base_widths: Widths | None = None,
     grad_fn: GradFn | None = None,
     base: tuple[int, int] | None = None,
     on_step: StepHook | None = None,
@@ -188,7 +214,8 @@ def prune_model(
     always relative to the original). ``round_to``: keep every pruned layer's width a multiple of it (CPU and GPU
     kernels work in blocks of 8 or 16 channels, so odd widths save MACs but little time; the target may then
     be overshot by up to one block). ``max_layer_ratio``: no layer loses more than this fraction of its channels
-    (Torch-Pruning's ``max_pruning_ratio``; without it a global ranking may leave a layer 1 channel).
+    (Torch-Pruning's ``max_pruning_ratio``; without it a global ranking may leave a layer 1 channel), of its width
+    in ``base_widths`` (the original's :func:`layer_widths`, when ``model`` was pruned before) or of its width now.
     ``grad_fn(model)`` runs a backward pass on some training data; criteria that rank by gradients
     (``taylor``) call it, in eval mode, before each step. ``on_step(model,
     entry)`` sees each step's history entry and may add figures to it (e.g. accuracy). ``pruner`` builds the
@@ -221,7 +248,7 @@ def prune_model(
         progress = _progress(speedup, param_ratio, latency_goal)
         stepper = pruner(model, example_input, importance=chosen.make(), iterative_steps=iterative_steps,
                          round_to=round_to, ignored_layers=protected_modules(model, protect, example_input),
-                         max_layer_ratio=max_layer_ratio)
+                         max_layer_ratio=max_layer_ratio, base_widths=base_widths)
         _prune_steps(model, example_input, chosen, result, progress, target, stepper, iterative_steps, grad_fn,
                      on_step)
         if widths is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch_pruning as tp
@@ -119,8 +119,9 @@ class TransformerPruner:
 
     def __init__(self, model: nn.Module, example_inputs: Any, importance: tp.importance.Importance, *,
                  iterative_steps: int, round_to: int | None = None, ignored_layers: Sequence[nn.Module] = (),
-                 head_pace: float = 1.0, max_layer_ratio: float | None = None) -> None:
-        if max_layer_ratio is not None:
+                 head_pace: float = 1.0, max_layer_ratio: float | None = None,
+                 base_widths: Mapping[str, tuple[int, int]] | None = None) -> None:
+        if max_layer_ratio is not None or base_widths:  # the CNN pruner's per-layer cap and its reference widths
             raise UserError("--max-layer-ratio caps CNN layers; transformer blocks keep one head count and FFN width "
                             "for all, so drop it (or use --drop-layers / --head-pace)")
         blocks = transformer_blocks(model)

@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from prune.importance import CRITERIA
-from prune.pruner import output_layers, prune_model
+from prune.pruner import layer_widths, output_layers, prune_model
+from shrink.bench import count_macs, count_parameters
 from shrink.errors import UserError
 from shrink.models import build_model, load_model, save_model
 
@@ -75,22 +76,47 @@ def test_round_to_keeps_every_width_a_multiple_of_the_block():
     assert min(widths) < 16  # pruning did happen inside the first stage's blocks too, in whole blocks
 
 
-def test_max_layer_ratio_keeps_a_weak_stage_from_being_cut_to_one_channel():
-    def stage_one_widths(cap):
-        torch.manual_seed(0)
-        model = trained_like(build_model("resnet20", num_classes=10, image_size=16))
-        with torch.no_grad():  # one dominant channel in the first stage's residual group: the other 15 rank
-            for name, param in model.named_parameters():  # lowest of all once normalised by the group's max
-                if name in ("conv1.weight", "bn1.weight") or name.startswith("layer1.") and ".conv2." in name \
-                        or name.startswith("layer1.") and name.endswith("bn2.weight"):
-                    param[1:].mul_(0.01)
-        result = prune_model(model, EXAMPLE, speedup=2.0, max_layer_ratio=cap)
-        assert result.speedup >= 2.0
-        return [module.out_channels for name, module in model.named_modules()
-                if isinstance(module, nn.Conv2d) and name.startswith(("conv1", "layer1."))]
+def weak_first_stage_resnet():
+    """A ResNet-20 with one dominant channel in the first stage's residual group: the other 15 rank lowest of
+    all once normalised by the group's max, so an uncapped global ranking cuts the stage to 1-2 channels."""
+    torch.manual_seed(0)
+    model = trained_like(build_model("resnet20", num_classes=10, image_size=16))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in ("conv1.weight", "bn1.weight") or name.startswith("layer1.") and ".conv2." in name \
+                    or name.startswith("layer1.") and name.endswith("bn2.weight"):
+                param[1:].mul_(0.01)
+    return model
 
-    assert min(stage_one_widths(None)) <= 2
-    assert min(stage_one_widths(0.5)) >= 6  # of 16: the cap is checked before each step, so a step may pass it
+
+def stage_one_widths(model):
+    return [module.out_channels for name, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) and name.startswith(("conv1", "layer1."))]
+
+
+def test_max_layer_ratio_keeps_a_weak_stage_from_being_cut_to_one_channel():
+    def pruned_widths(cap):
+        model = weak_first_stage_resnet()
+        assert prune_model(model, EXAMPLE, speedup=2.0, max_layer_ratio=cap).speedup >= 2.0
+        return stage_one_widths(model)
+
+    assert min(pruned_widths(None)) <= 2
+    assert min(pruned_widths(0.5)) >= 6  # of 16: the cap is checked before each step, so a step may pass it
+
+
+def test_max_layer_ratio_of_a_second_prune_counts_against_the_original_widths():
+    def twice_pruned_widths(base_widths):
+        model = weak_first_stage_resnet()
+        base = (count_macs(model, EXAMPLE), count_parameters(model))
+        original = layer_widths(model)
+        prune_model(model, EXAMPLE, speedup=1.3, max_layer_ratio=0.5)  # as metanet's light prune
+        result = prune_model(model, EXAMPLE, speedup=2.0, max_layer_ratio=0.5, base=base,
+                             base_widths=original if base_widths else None)
+        assert result.speedup >= 2.0
+        return stage_one_widths(model)
+
+    assert min(twice_pruned_widths(False)) <= 5  # half of what the first prune left: the caps compound
+    assert min(twice_pruned_widths(True)) >= 6
 
 
 def test_parameter_ratio_target_and_gradient_criteria():
