@@ -182,11 +182,12 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                         "batches_per_step": args.meta_batches, "reg": args.meta_reg,
                         "batch_stats": args.meta_batch_stats,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
-    first_seed_metanet = Path(args.out) / f"metanet-s{args.seeds[0]}" / "metanet"
+    capped = f" cap{args.max_layer_ratio:g}" if args.max_layer_ratio else ""  # capped and uncapped rows can share OUT
+    first_seed_metanet = Path(args.out) / f"metanet{capped.replace(' ', '-')}-s{args.seeds[0]}" / "metanet"
     if args.round_to and first_seed_metanet.is_dir():
         metanet["metanet"] = str(first_seed_metanet)  # reuse the unrounded run's metanetwork
     runs = {"metanet": metanet, "group-l2": {**matched, "method": "group-l2"}, "random": {**matched, "method": "random"}}
-    suffix = f" r{args.round_to}" if args.round_to else ""
+    suffix = capped + (f" r{args.round_to}" if args.round_to else "")
     chosen = {name + suffix: section for name, section in runs.items() if name in args.methods}
     if args.latency_speedup:
         chosen[latency_row(args)] = {**matched, "method": "group-l2", "speedup": None, "round_to": None,
@@ -338,7 +339,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--round-to", type=int, default=None,
                         help="prune widths to multiples of N (runs named '... rN'; metanet reuses OUT/metanet's GNN)")
     parser.add_argument("--max-layer-ratio", type=float, default=None,
-                        help="no layer loses more than this fraction of its channels (default: no cap, the spec's)")
+                        help="no layer loses more than this fraction of its original channels (default: no cap, the "
+                             "spec's); rows named '... capR', so capped and uncapped rows can share OUT")
     parser.add_argument("--methods", type=lambda text: text.split(","), default=["metanet", "group-l2", "random"],
                         help="comma-separated rows to run: metanet, group-l2, random")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
