@@ -76,7 +76,7 @@ from shrink.export import export_onnx
 from shrink.experiment import fit, prepare_experiment
 from shrink.models import build_model, load_model, save_model
 from shrink.onnx_runtime import OnnxModel
-from shrink.recipe import build_recipe
+from shrink.recipe import build_recipe, read_yaml
 from shrink.report import print_table
 from shrink.runs import RunDir, atomic_write_json
 
@@ -316,8 +316,9 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     metanet_name = next((name for name, section in sections.items() if section["method"] == "metanet"), None)
     if metanet_name is not None:
         figures["metatrain"] = {}
-        for seed in args.seeds:
-            folder = Path(sections[metanet_name].get("metanet") or runs[metanet_name, seed] / "metanet")
+        for seed in args.seeds:  # a row may have been run with another row's metanetwork (its recipe says)
+            given = read_yaml(runs[metanet_name, seed] / "recipe.yaml")["prune"].get("metanet")
+            folder = Path(given or runs[metanet_name, seed] / "metanet")
             figures["metatrain"][seed] = json.loads((folder / "metatrain.json").read_text())
     return figures
 
