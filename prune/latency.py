@@ -41,7 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from prune.importance import CRITERIA
-from prune.pruner import hooked_forward, protected_modules
+from prune.pruner import channels, hooked_forward, protected_modules
 from shrink.bench import compare_latency, is_text_model
 from shrink.export import export_onnx
 from shrink.onnx_runtime import OnnxModel, ort_session
@@ -245,12 +245,6 @@ class LatencyTable:
 
 
 # -------------------------------------------------------------------------------------- fast widths
-def _widths(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    return module.in_channels, module.out_channels
-
-
 class FastWidths:
     """Rounds each prunable group of a (pruned) network down to the width the runtime runs most efficiently:
     of the widths in ``[w - window + 1, w]`` (the window at most w / 4 wide), the one with the least summed
@@ -276,7 +270,7 @@ class FastWidths:
         for width in widths:
             for module, is_out in members:
                 if module in shapes:
-                    in_ch, out_ch = _widths(module)
+                    out_ch, in_ch = channels(module)
                     depthwise = shapes[module].groups > 1  # in and out shrink together
                     layers.append((shapes[module], width if depthwise or not is_out else in_ch,
                                    width if depthwise or is_out else out_ch))
@@ -313,7 +307,7 @@ class FastWidths:
             root = group[0].dep.target.module
             members = [(dep.target.module, graph.is_out_channel_pruning_fn(dep.handler)) for dep, _ in group
                        if isinstance(dep.target.module, (nn.Conv2d, nn.Linear))]
-            width = _widths(root)[1]
+            width = channels(root)[0]
             chosen = self.choose(members, shapes, width)
             if chosen < width:
                 plans.append((root, group[0].dep.handler, width, chosen))

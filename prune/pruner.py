@@ -49,19 +49,25 @@ PrunerFactory = Callable[..., Any]
 Widths = Mapping[str, tuple[int, int]]  # (output, input) channels by layer path: see layer_widths
 
 
-def layer_widths(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(output, input) channels of every conv, linear and BatchNorm layer by path: the widths a
-    ``max_layer_ratio`` cap is measured against. Usage: ``layer_widths(resnet20)["conv1"] == (16, 3)``
+def channels(module: nn.Module) -> tuple[int, int] | None:
+    """(output, input) channels of a conv, linear or BatchNorm layer; None for any other module.
+
+    Usage: ``channels(nn.Conv2d(3, 16, 3)) == (16, 3)``
     """
-    widths = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            widths[name] = (module.out_channels, module.in_channels)
-        elif isinstance(module, nn.Linear):
-            widths[name] = (module.out_features, module.in_features)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            widths[name] = (module.num_features, module.num_features)
-    return widths
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels, module.in_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features, module.num_features
+    return None
+
+
+def layer_widths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """:func:`channels` of every conv, linear and BatchNorm layer by path: the widths a ``max_layer_ratio`` cap
+    is measured against. Usage: ``layer_widths(resnet20)["conv1"] == (16, 3)``
+    """
+    return {name: widths for name, module in model.named_modules() if (widths := channels(module)) is not None}
 
 
 def global_pruner(model: nn.Module, example_input: Inputs, max_layer_ratio: float | None = None,
@@ -76,8 +82,8 @@ def global_pruner(model: nn.Module, example_input: Inputs, max_layer_ratio: floa
                                   max_pruning_ratio=1.0 if max_layer_ratio is None else max_layer_ratio, **options)
     # Torch-Pruning caps each layer against the widths it saw when built; a model pruned before (metanet's
     # light prune) would otherwise lose the ratio twice over
-    for name, module in model.named_modules():
-        if base_widths and name in base_widths and module in pruner.layer_init_out_ch:
+    for name, module in model.named_modules() if base_widths else ():
+        if name in base_widths and module in pruner.layer_init_out_ch:
             pruner.layer_init_out_ch[module], pruner.layer_init_in_ch[module] = base_widths[name]
     return pruner
 
