@@ -83,7 +83,6 @@ from shrink.runs import RunDir, atomic_write_json
 REFERENCE_COST = {"forward_s": 33.0, "forward_backward_s": 71.0, "step_s": 102.0, "step_peak_gb": 6.0}
 LATENCY_BATCHES = (1, 64)
 UNIFORM = "uniform widths (latency only)"
-MACS_MATCHED = "group-l2 at the latency row's MACs"
 
 
 # --------------------------------------------------------------------------------------------- cost
@@ -182,22 +181,41 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                         "batches_per_step": args.meta_batches, "reg": args.meta_reg,
                         "batch_stats": args.meta_batch_stats,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
-    capped = f" cap{args.max_layer_ratio:g}" if args.max_layer_ratio else ""  # capped and uncapped rows can share OUT
-    first_seed_metanet = Path(args.out) / f"metanet{capped.replace(' ', '-')}-s{args.seeds[0]}" / "metanet"
+    first_seed_metanet = Path(args.out) / f"metanet{cap_suffix(args).replace(' ', '-')}-s{args.seeds[0]}" / "metanet"
     if args.round_to and first_seed_metanet.is_dir():
         metanet["metanet"] = str(first_seed_metanet)  # reuse the unrounded run's metanetwork
     runs = {"metanet": metanet, "group-l2": {**matched, "method": "group-l2"}, "random": {**matched, "method": "random"}}
-    suffix = capped + (f" r{args.round_to}" if args.round_to else "")
-    chosen = {name + suffix: section for name, section in runs.items() if name in args.methods}
-    if args.latency_speedup:
-        chosen[latency_row(args)] = {**matched, "method": "group-l2", "speedup": None, "round_to": None,
+    chosen = {name + row_suffix(args): section for name, section in runs.items() if name in args.methods}
+    if args.latency_speedup:  # without --round-to, prune rounds to the runtime's fast widths
+        chosen[latency_row(args)] = {**matched, "method": "group-l2", "speedup": None,
                                      "latency_speedup": args.latency_speedup, "latency_batch": LATENCY_BATCHES[-1]}
     return chosen
 
 
+def cap_suffix(args: argparse.Namespace) -> str:
+    """`` capR`` in a capped row's name, so that capped and uncapped rows can share OUT."""
+    return f" cap{args.max_layer_ratio:g}" if args.max_layer_ratio else ""
+
+
+def row_suffix(args: argparse.Namespace) -> str:
+    """`` capR rN`` in a row's name: what sets its rows apart from other invocations' rows in the same OUT."""
+    return cap_suffix(args) + (f" r{args.round_to}" if args.round_to else "")
+
+
 def latency_row(args: argparse.Namespace) -> str:
-    """The name of the row pruned to a measured ONNX Runtime speed-up (group-l2, fast widths)."""
-    return f"group-l2 latency {args.latency_speedup}x"
+    """The name of the row pruned to a measured ONNX Runtime speed-up (group-l2; fast widths unless rounded)."""
+    return f"group-l2 latency {args.latency_speedup}x{row_suffix(args)}"
+
+
+def macs_matched_row(args: argparse.Namespace) -> str:
+    """The name of the group-l2 row pruned by MACs to the MACs the latency row reached."""
+    return f"group-l2 at the latency row's MACs{row_suffix(args)}"
+
+
+def table_path(args: argparse.Namespace, out: Path) -> Path:
+    """``OUT/bench_prune[-capR][-rN][-latencyX].json``: one file per kind of invocation, none overwriting another."""
+    latency = f" latency{args.latency_speedup:g}x" if args.latency_speedup else ""
+    return out / f"bench_prune{(row_suffix(args) + latency).replace(' ', '-')}.json"
 
 
 def post_dense_epochs(section: dict[str, Any]) -> float:
@@ -276,10 +294,11 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             for seed in args.seeds for name, section in sections.items()}
     if args.latency_speedup:  # the same MACs as the latency row reached, by MACs target
         first = json.loads((runs[latency_row(args), args.seeds[0]] / "metrics.json").read_text())
-        # the latency row's section (group-l2, no rounding) with a MACs target instead: no fast widths either
-        sections[MACS_MATCHED] = {**sections[latency_row(args)], "latency_speedup": None,
-                                  "speedup": round(first["speedup"], 4)}
-        runs.update({(MACS_MATCHED, seed): run_method(args, out, dense, MACS_MATCHED, sections[MACS_MATCHED], seed)
+        # the latency row's section with a MACs target instead: fast widths come only with a latency target
+        matched = macs_matched_row(args)
+        sections[matched] = {**sections[latency_row(args)], "latency_speedup": None,
+                             "speedup": round(first["speedup"], 4)}
+        runs.update({(matched, seed): run_method(args, out, dense, matched, sections[matched], seed)
                      for seed in args.seeds})
     results = {key: json.loads((folder / "metrics.json").read_text()) for key, folder in runs.items()}
     dense_onnx = out / "dense-onnx" / "model.onnx"
@@ -327,7 +346,7 @@ def accuracy_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options. Usage: ``parse_args(["--out", "runs/bench-prune", "--only", "cost"])``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/bench-prune", help="folder for the runs and bench_prune.json")
+    parser.add_argument("--out", default="runs/bench-prune", help="folder for the runs and bench_prune*.json")
     parser.add_argument("--only", choices=("cost", "accuracy"), help="run one part (default: both)")
     parser.add_argument("--hidden", type=int, default=64, help="metanetwork width for the cost part")
     parser.add_argument("--layers", type=int, default=8, help="metanetwork layers for the cost part")
@@ -369,7 +388,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--latency-speedup", type=float, default=None,
                         help="add a group-l2 row pruned to this measured ONNX Runtime speed-up at batch 64 (fast "
-                             "widths), and a group-l2 row pruned by MACs to the MACs it reached")
+                             "widths, or --round-to's), and a group-l2 row pruned by MACs to the MACs it reached")
     parser.add_argument("--seed", type=int, default=7, help="seed of the dense model and the collection")
     parser.add_argument("--seeds", type=typed_list(int, "seeds"), default=[7, 8],
                         help="finetuning seeds of every method (mean ± std in the table)")
@@ -378,7 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen parts; print the tables; write ``OUT/bench_prune.json``."""
+    """Run the chosen parts; print the tables; write them to ``OUT/bench_prune*.json`` (:func:`table_path`)."""
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -398,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"at the kept epoch {meta['best_epoch']}; norm share of the top 40% channels "
                   f"{meta['history'][0].get('concentration', float('nan')):.3f} -> "
                   f"{kept.get('concentration', float('nan')):.3f}")
-    atomic_write_json(out / f"bench_prune{f'-r{args.round_to}' if args.round_to else ''}.json", result)
+    atomic_write_json(table_path(args, out), result)
     print(json.dumps(result, indent=1, default=str))
     return 0
 
