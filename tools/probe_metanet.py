@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from prune.metanet import MetaNetwork, apply_metanet
 from prune.metatrain import (CALIBRATION_EXAMPLES, DataModel, group_norm_penalty, meta_step, norm_concentration,
                              recalibrate_batchnorm, reference_ce_scale)
-from prune.pruner import prune_model
+from prune.pruner import layer_widths, prune_model
 from shrink.data import load_task_data
 from shrink.data.collate import collate_images
 from shrink.errors import cli_entry
@@ -40,15 +40,17 @@ from shrink.train import Batch, evaluate_model
 
 
 def judge(model: nn.Module, item: DataModel, dev: DataLoader, calibration: DataLoader, speedup: float,
-          reg: float) -> dict[str, float]:
-    """Share, R, and the three dev accuracies of ``model`` (a transformed copy; it is pruned here)."""
+          reg: float, max_layer_ratio: float | None = None) -> dict[str, float]:
+    """Share, R, and the three dev accuracies of ``model`` (a transformed copy; it is pruned here, no layer losing
+    more than ``max_layer_ratio`` of its channels when given)."""
     params = {name: value.detach() for name, value in model.named_parameters()}
     figures = {"top40 share": norm_concentration(item.groups, params),
                "R": float(group_norm_penalty(item.groups, params, reg)),
                "acc stale BN": evaluate_model(model.eval(), dev, ("accuracy",))["accuracy"]}
     figures["acc recal BN"] = evaluate_model(recalibrate_batchnorm(model, calibration).eval(), dev,
                                              ("accuracy",))["accuracy"]
-    prune_model(model, item.example_input, speedup=speedup)
+    prune_model(model, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio,
+                base_widths=layer_widths(model) if max_layer_ratio else None)
     figures[f"acc pruned {speedup}x"] = evaluate_model(recalibrate_batchnorm(model, calibration).eval(), dev,
                                                        ("accuracy",))["accuracy"]
     return figures
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reg", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--speedup", type=float, default=2.5)
+    parser.add_argument("--max-layer-ratio", type=float, default=None,
+                        help="cap each layer's pruned fraction in the pruned-accuracy judge (as prune's flag)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ce_scale = reference_ce_scale(len(task.train), args.batches)
     batches = endless(train)
     rows: list[dict[str, Any]] = [{"step": 0, **judge(copy.deepcopy(model), item, dev, calibration, args.speedup,
-                                                      args.reg)}]
+                                                      args.reg, args.max_layer_ratio)}]
     start_r, started = rows[0]["R"], time.perf_counter()
     print(json.dumps(rows[0]), flush=True)
     for step in range(1, args.steps + 1):
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.every == 0:
             metanet.eval()
             row = {"step": step, **judge(apply_metanet(metanet, model, item.example_input), item, dev, calibration,
-                                         args.speedup, args.reg)}
+                                         args.speedup, args.reg, args.max_layer_ratio)}
             row["R / start"], row["wall s"] = row["R"] / start_r, time.perf_counter() - started
             rows.append(row)
             print(json.dumps(row), flush=True)
