@@ -181,7 +181,7 @@ def method_runs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                         "batches_per_step": args.meta_batches, "reg": args.meta_reg,
                         "batch_stats": args.meta_batch_stats,
                         "light_finetune": {"epochs": args.light_epochs, "lr": args.finetune_lr}}}
-    first_seed_metanet = Path(args.out) / f"metanet{cap_suffix(args).replace(' ', '-')}-s{args.seeds[0]}" / "metanet"
+    first_seed_metanet = run_folder(Path(args.out), "metanet" + cap_suffix(args), args.seeds[0]) / "metanet"
     if args.round_to and first_seed_metanet.is_dir():
         metanet["metanet"] = str(first_seed_metanet)  # reuse the unrounded run's metanetwork
     runs = {"metanet": metanet, "group-l2": {**matched, "method": "group-l2"}, "random": {**matched, "method": "random"}}
@@ -218,6 +218,11 @@ def table_path(args: argparse.Namespace, out: Path) -> Path:
     return out / f"bench_prune{(row_suffix(args) + latency).replace(' ', '-')}.json"
 
 
+def run_folder(out: Path, name: str, seed: int) -> Path:
+    """Where row ``name``'s run with finetuning ``seed`` lives: ``OUT/<name, spaces as dashes>-s<seed>``."""
+    return out / f"{name.replace(' ', '-')}-s{seed}"
+
+
 def post_dense_epochs(section: dict[str, Any]) -> float:
     """Training epochs a row spends after the dense model: every phase its ``prune:`` section runs."""
     phases = (section["finetune"], section.get("metanet_finetune", {}), section.get("meta", {}).get("light_finetune", {}))
@@ -228,15 +233,16 @@ def run_method(args: argparse.Namespace, out: Path, dense: Path, name: str, sect
                seed: int) -> Path:
     """One ``prune`` run with finetuning ``seed`` (reused when finished earlier, resumed when interrupted);
     returns its folder."""
-    folder = out / f"{name.replace(' ', '-')}-s{seed}"
+    folder = run_folder(out, name, seed)
     if RunDir(folder).is_complete():
         return folder
     raw = {**base_recipe(args, out), "output_dir": str(folder),
            "prune": {**section, "base_model": str(dense)}}
     raw["train"]["seed"] = seed
     if section["method"] == "metanet" and seed != args.seeds[0] and not section.get("metanet"):
-        raw["prune"]["meta"] = {**section["meta"], "collection": str(out / f"{name.replace(' ', '-')}-s{args.seeds[0]}"
-                                                                   / "collection")}  # trained once, for all seeds
+        # the collection is trained once, by the first seed's run, for all seeds
+        raw["prune"]["meta"] = {**section["meta"],
+                                "collection": str(run_folder(out, name, args.seeds[0]) / "collection")}
     started = time.perf_counter()
     run_prune(build_recipe(raw, PruneRecipe), resume=folder.is_dir())
     atomic_write_json(folder / "bench_seconds.json", {"seconds": time.perf_counter() - started})

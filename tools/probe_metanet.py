@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from prune.metanet import MetaNetwork, apply_metanet
 from prune.metatrain import (CALIBRATION_EXAMPLES, DataModel, group_norm_penalty, meta_step, norm_concentration,
                              recalibrate_batchnorm, reference_ce_scale)
-from prune.pruner import layer_widths, prune_model
+from prune.pruner import prune_model
 from shrink.data import load_task_data
 from shrink.data.collate import collate_images
 from shrink.errors import cli_entry
@@ -49,8 +49,8 @@ def judge(model: nn.Module, item: DataModel, dev: DataLoader, calibration: DataL
                "acc stale BN": evaluate_model(model.eval(), dev, ("accuracy",))["accuracy"]}
     figures["acc recal BN"] = evaluate_model(recalibrate_batchnorm(model, calibration).eval(), dev,
                                              ("accuracy",))["accuracy"]
-    prune_model(model, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio,
-                base_widths=layer_widths(model) if max_layer_ratio else None)
+    # the model has its original widths (a metanetwork changes weights, not widths), so the cap needs no base widths
+    prune_model(model, item.example_input, speedup=speedup, max_layer_ratio=max_layer_ratio)
     figures[f"acc pruned {speedup}x"] = evaluate_model(recalibrate_batchnorm(model, calibration).eval(), dev,
                                                        ("accuracy",))["accuracy"]
     return figures
