@@ -148,10 +148,11 @@ def main() -> None:
         print(markdown_table(tables))
         print_table("goals: best KD pipeline against the student alone", reached)
     if args.only in (None, "prune"):
-        print_table("depth against width at half the MACs (SST-2 dev; speed-up = teacher / model latency, PyTorch)",
+        print_table("depth against width at half the MACs and at depth's speed-up (SST-2 dev; speed-up = teacher / "
+                    "model latency, PyTorch)",
                     prune_table)
         print(markdown_table(prune_table))
-        print_table("goal: the best way keeps >= 98% of the teacher at >= 2x", [results["sst2-prune"]["goal"]])
+        print_table("goal: the most accurate way at >= 2x keeps >= 98% of the teacher", [results["sst2-prune"]["goal"]])
     if args.only in (None, "augment"):
         print_table("augmentation benchmark (dev scores; augmentation cost per 1,000 sentences)", augment_tables)
         print(markdown_table(augment_tables))
