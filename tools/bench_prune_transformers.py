@@ -1,26 +1,29 @@
-"""The pruning part of ``tools/bench_distill.py`` (``--only prune``): issue 15's rows on SST-2.
+r"""The pruning part of ``tools/bench_distill.py`` (``--only prune``): issue 15's rows on SST-2.
 
-Two ways to shrink the fine-tuned MiniLM-L6 teacher (6 layers, 12 heads, FFN 1,536) to about half its MACs:
-depth, the KD part's 3-layer student copied from the teacher and distilled with KD + hidden MSE (skip map);
-and width, ``prune --finetune-kd`` removing heads and FFN neurons (Taylor importance, heads ranked as groups,
-every layer alike) to the student's MACs ratio, then recovering with logit KD + hidden-state MSE of every layer
-from the unpruned teacher; and both, ``prune --drop-layers 2`` removing the two layers of least Block Influence
-first and then widths to the same MACs (Minitron's combination); and width at depth's *measured* speed-up,
-``prune --latency-speedup`` on PyTorch at batch 1 to the depth student's speed-up over the teacher (measured once,
-kept in OUT/sst2-depth-speedup.json so a resumed run prunes to the same target). All train on the same data for
-the same epochs. Rows: dev accuracy, retention (student / teacher accuracy), MACs ratio and PyTorch latency at
-batch 1 and 32, the models timed in alternating rounds. Goal: the most accurate row at >= 2x batch-1 speed-up
-keeps >= 98% of the teacher.
+Two ways to shrink the fine-tuned MiniLM-L6 teacher (6 layers, 12 heads, FFN 1,536) to about half its MACs: depth,
+the KD part's 3-layer student copied from the teacher and distilled with KD + hidden MSE (skip map); and width,
+``prune --finetune-kd`` removing heads and FFN neurons (Taylor importance, heads ranked as groups, every layer
+alike) to the student's MACs ratio, then recovering with logit KD + hidden-state MSE of every layer from the
+unpruned teacher; and both, ``prune --drop-layers 2`` removing the two layers of least Block Influence first and
+then widths to the same MACs (Minitron's combination); and width at depth's *measured* speed-up, ``prune
+--latency-speedup`` on PyTorch at batch 1 to the depth student's speed-up over the teacher (measured once, kept in
+OUT/sst2-depth-speedup.json so a resumed run prunes to the same target). All train on the same data for the same
+epochs, each with the ``--sst2-seeds`` seeds. Rows: dev accuracy (mean and spread over seeds), retention (student /
+teacher accuracy), MACs ratio and PyTorch latency at batch 1 and 32 of the first seed's models, timed in alternating
+rounds. Goal: the most accurate row at >= 2x batch-1 speed-up keeps >= 98% of the teacher.
 
 Usage::
 
     python tools/bench_distill.py --only prune --glue ../shared/data/glue --out runs/bench-distill
     python tools/bench_distill.py --only prune --sst2-train 4000 --sst2-teacher-epochs 1 --sst2-epochs 1
+    python tools/bench_distill.py --only prune --out runs/bench-distill-16k-e2 --sst2-train 16000 \
+        --sst2-teacher-epochs 1 --sst2-epochs 2 --sst2-seeds 2 --latency-seconds 5
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -58,38 +61,43 @@ def interleaved_latency(dirs: dict[str, Path], seq_len: int, batch_size: int = 1
 
 def prune_rows(args: argparse.Namespace, setting: dict[str, Any], out: Path
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The teacher, the depth-distilled student and the pruned models (width; depth + width) on SST-2: (table,
-    results)."""
+    """The teacher, the depth-distilled student and the pruned models on SST-2, each row over the setting's seeds
+    (mean and spread of dev accuracy; latency and architecture of the first seed's models): (table, results)."""
     base = task_flags("sst2", setting["data_dir"], setting["common"])
     teacher = run_once("train", ["--model", "minilm-l6", *base, *setting["teacher_args"]], out / "sst2-teacher")
     teacher_dir = out / "sst2-teacher" / "model"
-    depth = run_once("distill", [*student_flags(out / "sst2-teacher", 1), *base, *setting["student_args"],
-                                 *KD_ROWS["KD + MSE"]], out / "sst2-kd-mse-s1")
-    macs_ratio = teacher["macs"] / depth["student_figures"]["macs"]
+    seeds = setting["seeds"]
+    depth = {seed: run_once("distill", [*student_flags(out / "sst2-teacher", seed), *base, *setting["student_args"],
+                                        *KD_ROWS["KD + MSE"]], out / f"sst2-kd-mse-s{seed}") for seed in seeds}
+    first = seeds[0]
+    macs_ratio = teacher["macs"] / depth[first]["student_figures"]["macs"]
     seq_len = int(setting["common"][setting["common"].index("--max-length") + 1])
-    depth_dir = out / "sst2-kd-mse-s1" / "model"
+    depth_dir = out / f"sst2-kd-mse-s{first}" / "model"
     rows = pruned_rows(macs_ratio, depth_speedup(out, teacher_dir, depth_dir, seq_len, args.latency_seconds))
     student = setting["student_args"]  # the pruned models finetune as the student trains
     epochs, lr = student[student.index("--epochs") + 1], student[student.index("--lr") + 1]
     grouping = ["--group-by-length"] if "--group-by-length" in student else []
-    pruned = {name: run_once("prune", ["--base-model", str(teacher_dir), "--model", str(teacher_dir), *base,
-                                       "--method", "taylor", "--finetune-kd",
-                                       "--finetune-epochs", epochs, "--finetune-lr", lr, "--round-to",
-                                       str(args.round_to), *grouping, *flags, "--set", "prune.curve_points=0",
-                                       "--seed", "1"],
-                             out / folder) for name, (folder, flags) in rows.items()}
+    pruned = {name: {seed: run_once("prune", [
+        "--base-model", str(teacher_dir), "--model", str(teacher_dir), *base, "--method", "taylor", "--finetune-kd",
+        "--finetune-epochs", epochs, "--finetune-lr", lr, "--round-to", str(args.round_to), *grouping, *flags,
+        "--set", "prune.curve_points=0", "--seed", str(seed)], out / f"{folder}-s{seed}") for seed in seeds}
+        for name, (folder, flags) in rows.items()}
     dirs = {TEACHER: teacher_dir, DEPTH: depth_dir,
-            **{name: out / folder / "model" for name, (folder, _) in rows.items()}}
+            **{name: out / f"{folder}-s{first}" / "model" for name, (folder, _) in rows.items()}}
     latency = {size: interleaved_latency(dirs, seq_len, size, min_time_s=args.latency_seconds) for size in (1, 32)}
     primary = teacher["primary_metric"]
-    figures = {TEACHER: (teacher["dev"][primary], teacher["macs"]),
-               DEPTH: (depth["student_dev"][primary], depth["student_figures"]["macs"]),
-               **{name: (run["pruned"]["dev"][primary], run["pruned"]["macs"]) for name, run in pruned.items()}}
+    figures = {TEACHER: ([teacher["dev"][primary]], teacher["macs"]),
+               DEPTH: ([run["student_dev"][primary] for run in depth.values()],
+                       depth[first]["student_figures"]["macs"]),
+               **{name: ([run["pruned"]["dev"][primary] for run in runs.values()], runs[first]["pruned"]["macs"])
+                  for name, runs in pruned.items()}}
     teacher_score = teacher["dev"][primary]
     table = []
-    for name, (score, macs) in figures.items():
-        table.append({"task": "sst2", "pipeline": name, primary: score, "retention": score / teacher_score,
-                      "MACs ratio": teacher["macs"] / macs,
+    for name, (scores, macs) in figures.items():
+        score = statistics.mean(scores)
+        table.append({"task": "sst2", "pipeline": name, "seeds": len(scores), primary: score,
+                      "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                      "retention": score / teacher_score, "MACs ratio": teacher["macs"] / macs,
                       **{f"b{size} ms": latency[size][name]["median_ms"] for size in (1, 32)},
                       **{f"b{size} speed-up": latency[size][TEACHER]["median_ms"]
                          / latency[size][name]["median_ms"] for size in (1, 32)}})
@@ -99,11 +107,12 @@ def prune_rows(args: argparse.Namespace, setting: dict[str, Any], out: Path
             best["retention"] >= 0.98 and best["b1 speed-up"] >= 2.0}
     configs = {name: json.loads((dirs[name] / "config.json").read_text()) for name in rows}
     return table, {"table": table, "goal": goal, "latency": latency,
-                   "pruned": {name: {"prune": run["prune"], "depth": run.get("depth"),
+                   "pruned": {name: {"prune": runs[first]["prune"], "depth": runs[first].get("depth"),
                                      "layers": configs[name]["num_hidden_layers"],
                                      "pruned_heads": configs[name].get("pruned_heads"),
-                                     "intermediate_size": configs[name]["intermediate_size"]}
-                              for name, run in pruned.items()}}
+                                     "intermediate_size": configs[name]["intermediate_size"],
+                                     "dev": {seed: run["pruned"]["dev"][primary] for seed, run in runs.items()}}
+                              for name, runs in pruned.items()}}
 
 
 def depth_speedup(out: Path, teacher_dir: Path, depth_dir: Path, seq_len: int, seconds: float) -> float:
