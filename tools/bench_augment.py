@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from glue_runs import run_once, student_flags, task_flags
+from glue_runs import run_once, seed_columns, student_flags, task_flags
 from shrink.runs import atomic_write_text
 
 BASE = ["--kd-loss", "kl", "--temperature", "2", "--intermediate", "hidden_mse", "--layer-map", "skip"]
@@ -113,15 +113,14 @@ def augment_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common:
 def summarise_augment(teacher: dict[str, Any], rows: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """Mean and spread of the primary dev metric per pipeline, the augmentation cost, the training time."""
     primary = teacher["primary_metric"]
-    table = [{"task": task, "pipeline": "teacher (MiniLM-L6)", "seeds": 1, primary: teacher["dev"][primary],
-              "spread": 0.0, "aug s / 1k sentences": None, "train minutes": teacher["train_seconds"] / 60}]
+    table = [{"task": task, "pipeline": "teacher (MiniLM-L6)", **seed_columns(primary, [teacher["dev"][primary]]),
+              "aug s / 1k sentences": None, "train minutes": teacher["train_seconds"] / 60}]
     for name in dict.fromkeys(row["pipeline"] for row in rows):
         runs = [row["metrics"] for row in rows if row["pipeline"] == name]
         scores = [m["student_dev"][primary] for m in runs]
         costs = [(m.get("augmentation") or {}).get("seconds_per_1000_sentences") for m in runs]
         costs = [c for c in costs if c is not None]
-        table.append({"task": task, "pipeline": name, "seeds": len(scores), primary: statistics.mean(scores),
-                      "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        table.append({"task": task, "pipeline": name, **seed_columns(primary, scores),
                       "aug s / 1k sentences": statistics.mean(costs) if costs else None,
                       "train minutes": statistics.mean(sum(s["train_seconds"] for s in m["stages"])
                                                        for m in runs) / 60})

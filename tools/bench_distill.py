@@ -36,7 +36,7 @@ from typing import Any
 
 from bench_augment import add_augment_flags, run_augment_part
 from bench_prune_transformers import add_prune_flags, interleaved_latency, prune_rows
-from glue_runs import KD_ROWS, run_once, student_flags, task_flags, write_results
+from glue_runs import KD_ROWS, run_once, seed_columns, student_flags, task_flags, write_results
 from shrink.report import markdown_table, print_table
 
 def task_rows(task: str, data_dir: Path, out: Path, seeds: list[int], common: list[str],
@@ -69,15 +69,14 @@ def summarise(teacher: dict[str, Any], rows: list[dict[str, Any]], latency: dict
     """Mean and spread of the primary dev metric per pipeline, retention and the latency ratio."""
     primary = teacher["primary_metric"]
     teacher_score = teacher["dev"][primary]
-    table = [{"task": rows[0]["task"], "pipeline": "teacher (MiniLM-L6)", "seeds": 1, primary: teacher_score,
-              "spread": 0.0, "retention": 1.0, "params": teacher["params"], "latency ratio": 1.0}]
+    table = [{"task": rows[0]["task"], "pipeline": "teacher (MiniLM-L6)", **seed_columns(primary, [teacher_score]),
+              "retention": 1.0, "params": teacher["params"], "latency ratio": 1.0}]
     for name in KD_ROWS:
         runs = [r["metrics"] for r in rows if r["pipeline"] == name]
         scores = [m["student_dev"][primary] for m in runs]
         student = runs[0]["student_figures"]
         table.append({
-            "task": rows[0]["task"], "pipeline": name, "seeds": len(scores), primary: statistics.mean(scores),
-            "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "task": rows[0]["task"], "pipeline": name, **seed_columns(primary, scores),
             "retention": statistics.mean(scores) / teacher_score, "params": student["params"],
             "latency ratio": latency["ratio"],
         })

@@ -27,7 +27,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from glue_runs import KD_ROWS, run_once, student_flags, task_flags
+from glue_runs import KD_ROWS, run_once, seed_columns, student_flags, task_flags
 from shrink.runs import atomic_write_json
 
 TEACHER = "teacher (MiniLM-L6)"
@@ -94,10 +94,8 @@ def prune_rows(args: argparse.Namespace, setting: dict[str, Any], out: Path
     teacher_score = teacher["dev"][primary]
     table = []
     for name, (scores, macs) in figures.items():
-        score = statistics.mean(scores)
-        table.append({"task": "sst2", "pipeline": name, "seeds": len(scores), primary: score,
-                      "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                      "retention": score / teacher_score, "MACs ratio": teacher["macs"] / macs,
+        table.append({"task": "sst2", "pipeline": name, **seed_columns(primary, scores),
+                      "retention": statistics.mean(scores) / teacher_score, "MACs ratio": teacher["macs"] / macs,
                       **{f"b{size} ms": latency[size][name]["median_ms"] for size in (1, 32)},
                       **{f"b{size} speed-up": latency[size][TEACHER]["median_ms"]
                          / latency[size][name]["median_ms"] for size in (1, 32)}})

@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,13 @@ def student_flags(teacher_run: Path, seed: int) -> list[str]:
             "--seed", str(seed)]
 
 
+def seed_columns(primary: str, scores: list[float]) -> dict[str, Any]:
+    """A table row's seed count, mean ``primary`` score and spread (sample standard deviation; 0 for one seed).
+    Usage: ``{"pipeline": name, **seed_columns("accuracy", [0.85, 0.86])}``"""
+    return {"seeds": len(scores), primary: statistics.mean(scores),
+            "spread": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+
+
 def write_results(path: Path, results: dict[str, Any]) -> dict[str, Any]:
     """Merge ``results`` into the JSON at ``path`` (an earlier invocation's other tasks stay) and return the whole."""
     merged = {**(json.loads(path.read_text()) if path.exists() else {}), **results}
@@ -60,4 +68,4 @@ def write_results(path: Path, results: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["KD_ROWS", "run_once", "student_flags", "task_flags", "write_results"]
+__all__ = ["KD_ROWS", "run_once", "seed_columns", "student_flags", "task_flags", "write_results"]
